@@ -1,0 +1,135 @@
+//! Settings from WASI environment variables (`environment` in spin.toml, `spin up --env`,
+//! `wasmtime serve --env`), with defaults that match a Dapr sidecar. No Spin-only interface:
+//! the same component runs under Spin 3.6 (SpinKube), Spin 4 and `wasmtime serve`.
+
+use crate::error::ApiError;
+
+pub const DEFAULT_DAPR_HTTP_PORT: u16 = 3500;
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+const MAX_HISTORY_LIMIT: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Base URL of the Dapr sidecar's HTTP API, without a trailing slash.
+    pub dapr_url: String,
+    /// Sent to Dapr as `dapr-api-token` when set (`DAPR_API_TOKEN`).
+    pub dapr_api_token: Option<String>,
+    /// Required from Dapr on the subscription route when set (`APP_API_TOKEN`).
+    pub app_api_token: Option<String>,
+    pub state_store: String,
+    pub pubsub: String,
+    pub topic: String,
+    /// How many of a user's newest messages are kept.
+    pub history_limit: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ApiError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ApiError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let name_or = |name: &str, default: &str| -> Result<String, ApiError> {
+            let value = get(name).unwrap_or_else(|| default.to_string());
+            if value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                Ok(value)
+            } else {
+                Err(config_error(format!("{name} must be a Dapr component or topic name (letters, digits, '-', '_', '.'), got {value:?}")))
+            }
+        };
+
+        let dapr_url = match (get("DAPR_HTTP_ENDPOINT"), get("DAPR_HTTP_PORT")) {
+            (Some(endpoint), _) => {
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    return Err(config_error(format!("DAPR_HTTP_ENDPOINT must start with http:// or https://, got {endpoint:?}")));
+                }
+                endpoint.trim_end_matches('/').to_string()
+            }
+            (None, Some(port)) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => format!("http://localhost:{port}"),
+                _ => return Err(config_error(format!("DAPR_HTTP_PORT must be a port number, got {port:?}"))),
+            },
+            (None, None) => format!("http://localhost:{DEFAULT_DAPR_HTTP_PORT}"),
+        };
+
+        let history_limit = match get("MESSAGE_HISTORY_LIMIT") {
+            None => DEFAULT_HISTORY_LIMIT,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_HISTORY_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(config_error(format!(
+                        "MESSAGE_HISTORY_LIMIT must be a whole number from 1 to {MAX_HISTORY_LIMIT}, got {raw:?}"
+                    )))
+                }
+            },
+        };
+
+        Ok(Config {
+            dapr_url,
+            dapr_api_token: get("DAPR_API_TOKEN"),
+            app_api_token: get("APP_API_TOKEN"),
+            state_store: name_or("STATESTORE_NAME", "statestore")?,
+            pubsub: name_or("PUBSUB_NAME", "pubsub")?,
+            topic: name_or("PUBSUB_TOPIC", "message-updated")?,
+            history_limit,
+        })
+    }
+}
+
+fn config_error(message: String) -> ApiError {
+    ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, format!("configuration error: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ApiError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_a_dapr_sidecar() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.dapr_url, "http://localhost:3500");
+        assert_eq!((c.state_store.as_str(), c.pubsub.as_str(), c.topic.as_str()), ("statestore", "pubsub", "message-updated"));
+        assert_eq!(c.history_limit, 100);
+        assert_eq!((c.dapr_api_token, c.app_api_token), (None, None));
+    }
+
+    #[test]
+    fn dapr_http_port_as_injected_by_dapr() {
+        assert_eq!(config(&[("DAPR_HTTP_PORT", "3601")]).unwrap().dapr_url, "http://localhost:3601");
+    }
+
+    #[test]
+    fn endpoint_wins_over_port_and_loses_its_trailing_slash() {
+        let c = config(&[("DAPR_HTTP_ENDPOINT", "http://127.0.0.1:3999/"), ("DAPR_HTTP_PORT", "3601")]).unwrap();
+        assert_eq!(c.dapr_url, "http://127.0.0.1:3999");
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        for (name, value) in [
+            ("DAPR_HTTP_PORT", "abc"),
+            ("DAPR_HTTP_PORT", "0"),
+            ("DAPR_HTTP_ENDPOINT", "localhost:3500"),
+            ("MESSAGE_HISTORY_LIMIT", "0"),
+            ("MESSAGE_HISTORY_LIMIT", "many"),
+            ("STATESTORE_NAME", "state/store"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.status, 500);
+            assert!(err.message.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn blank_values_mean_unset() {
+        assert_eq!(config(&[("DAPR_API_TOKEN", " "), ("PUBSUB_NAME", "")]).unwrap(), config(&[]).unwrap());
+    }
+}

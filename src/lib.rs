@@ -1,0 +1,22 @@
+//! dapr-spin-hello: the DACA "hello Dapr" message service as a Spin component.
+//!
+//! - `routes`: the HTTP API (a spin-sdk `Router`, handlers that read like the API docs).
+//! - `messages`: the message domain: validation, the bounded per-user history, events.
+//! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
+//! - `config`: settings from WASI environment variables, with defaults for a Dapr sidecar.
+//! - `error`: the one JSON error type every failure becomes.
+
+pub mod config;
+pub mod dapr;
+pub mod error;
+pub mod messages;
+pub mod routes;
+
+/// The wasi:http entry point: every request goes through the router, which calls the
+/// Dapr sidecar over wasi:http outgoing requests. Only on wasm: natively (`cargo test`)
+/// the crate is a plain library, and the export's name would not link.
+#[cfg(target_arch = "wasm32")]
+#[spin_sdk::http_component]
+fn handle(request: spin_sdk::http::Request) -> spin_sdk::http::Response {
+    routes::router(dapr::WasiHttp, config::Config::from_env).handle(request)
+}

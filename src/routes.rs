@@ -1,0 +1,436 @@
+//! The HTTP API. The course's routes, kept so its curl calls work unchanged, plus the
+//! subscription Dapr asks for and the health checks Kubernetes probes.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /` | 200 `{"message": GREETING}` |
+//! | `POST /messages?user_id=U&message=M` (or a JSON body) | 201, after storing and publishing |
+//! | `GET /messages/{user_id}` | 200 the history, oldest first; 404 for a user with none |
+//! | `GET /dapr/subscribe` | the programmatic subscription Dapr reads at start-up |
+//! | `POST /events/message-updated` | Dapr delivers each event here |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness = the sidecar answers |
+
+use std::rc::Rc;
+
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use spin_sdk::http::{Params, Request, Response, Router};
+
+use crate::config::Config;
+use crate::dapr::{DaprClient, Transport};
+use crate::error::{json_response, ApiError};
+use crate::messages::{parse_cloud_event, validate_user_id, Messages, NewMessage};
+
+/// Edit this and save: `tilt up` puts the new text on `GET /` in seconds.
+pub const GREETING: &str = "Hello from Dapr Spin!";
+/// Where Dapr delivers the topic's events (declared in `GET /dapr/subscribe`).
+pub const EVENT_ROUTE: &str = "/events/message-updated";
+/// A body larger than this is refused before it is parsed.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What one request needs: its settings and a client for the sidecar.
+pub struct App<T> {
+    pub config: Config,
+    pub dapr: DaprClient<T>,
+}
+
+impl<T: Transport> App<T> {
+    fn messages(&self) -> Messages<'_, T> {
+        Messages { dapr: &self.dapr, config: &self.config }
+    }
+}
+
+type Handler<T> = fn(&App<T>, Request, Params) -> Result<Response, ApiError>;
+
+/// The router. `load_config` runs per request, so a bad setting is a clear 500 on the
+/// routes that need it, while `/healthz` keeps answering.
+pub fn router<T, C>(transport: T, load_config: C) -> Router
+where
+    T: Transport + Clone + 'static,
+    C: Fn() -> Result<Config, ApiError> + 'static,
+{
+    let load = Rc::new(move || {
+        let config = load_config()?;
+        Ok::<_, ApiError>(App { dapr: DaprClient::new(transport.clone(), &config), config })
+    });
+    let with_app = |handler: Handler<T>| {
+        let load = load.clone();
+        move |request: Request, params: Params| handler(&load()?, request, params)
+    };
+
+    let mut router = Router::new();
+    router.get("/", greeting);
+    router.post("/messages", with_app(post_message));
+    router.get("/messages/:user_id", with_app(get_messages));
+    router.get("/dapr/subscribe", with_app(dapr_subscribe));
+    router.post(EVENT_ROUTE, with_app(receive_event));
+    router.get("/healthz", healthz);
+    router.get("/readyz", with_app(readyz));
+
+    // A known path with another method gets 405 and `Allow`; any other path a JSON 404.
+    for (path, allow) in [
+        ("/", "GET"),
+        ("/messages", "POST"),
+        ("/messages/:user_id", "GET"),
+        ("/dapr/subscribe", "GET"),
+        (EVENT_ROUTE, "POST"),
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+    ] {
+        router.any(path, move |_: Request, _: Params| ApiError::method_not_allowed(allow));
+    }
+    router.any("/*", |request: Request, _: Params| ApiError::not_found(format!("no route for {}", request.path())));
+    router
+}
+
+fn greeting(_: Request, _: Params) -> Response {
+    json_response(StatusCode::OK, &json!({ "message": GREETING }))
+}
+
+fn healthz(_: Request, _: Params) -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+fn readyz<T: Transport>(app: &App<T>, _: Request, _: Params) -> Result<Response, ApiError> {
+    app.dapr.outbound_health()?;
+    Ok(json_response(StatusCode::OK, &json!({ "status": "ready" })))
+}
+
+fn post_message<T: Transport>(app: &App<T>, request: Request, _: Params) -> Result<Response, ApiError> {
+    let fields = message_fields(&request)?;
+    let new = NewMessage::parse(fields.user_id, fields.message)?;
+    let stored = app.messages().store_and_publish(&new)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "status": format!("Stored and published message for {}", new.user_id),
+            "user_id": new.user_id,
+            "message": stored,
+        }),
+    ))
+}
+
+fn get_messages<T: Transport>(app: &App<T>, _: Request, params: Params) -> Result<Response, ApiError> {
+    let user_id = percent_decode(params.get("user_id").unwrap_or_default(), false)?;
+    let user_id = validate_user_id(Some(&user_id))?;
+    let history = app.messages().history(user_id)?.map(|(history, _)| history).unwrap_or_default();
+    let Some(latest) = history.messages.last() else {
+        return Err(ApiError::not_found(format!("no messages for user {user_id:?}")));
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "user_id": user_id, "message": latest.message, "messages": history.messages }),
+    ))
+}
+
+fn dapr_subscribe<T: Transport>(app: &App<T>, _: Request, _: Params) -> Result<Response, ApiError> {
+    let config = &app.config;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!([{ "pubsubname": config.pubsub, "topic": config.topic, "route": EVENT_ROUTE }]),
+    ))
+}
+
+/// Dapr retries an event unless the answer is 2xx with status SUCCESS or DROP. An event
+/// that cannot be parsed will never parse, so it is dropped (and logged), not retried.
+fn receive_event<T: Transport>(app: &App<T>, request: Request, _: Params) -> Result<Response, ApiError> {
+    if let Some(token) = &app.config.app_api_token {
+        let sent = request.header("dapr-api-token").and_then(|v| v.as_str());
+        if sent != Some(token.as_str()) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong dapr-api-token"));
+        }
+    }
+    let status = match parse_cloud_event(request.body()) {
+        Ok(event) => {
+            println!("Received event: user_id={:?} message={:?} id={}", event.user_id, event.message, event.id);
+            "SUCCESS"
+        }
+        Err(why) => {
+            println!("Dropped event: {why}");
+            "DROP"
+        }
+    };
+    Ok(json_response(StatusCode::OK, &json!({ "status": status })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MessageFields {
+    user_id: Option<String>,
+    message: Option<String>,
+}
+
+/// The fields come from the query (the course's curl: `Content-Type: application/json`
+/// and an empty body) or from a JSON body, never from both.
+fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
+    let mut from_query = MessageFields::default();
+    for (name, value) in parse_query(request.query())? {
+        let slot = match name.as_str() {
+            "user_id" => &mut from_query.user_id,
+            "message" => &mut from_query.message,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(ApiError::bad_request(format!("{name} is given more than once")));
+        }
+    }
+
+    let body = request.body();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(from_query);
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is {} bytes; at most {MAX_BODY_BYTES} are allowed", body.len()),
+        ));
+    }
+    let content_type = request.header("content-type").and_then(|v| v.as_str()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a body must be JSON with Content-Type: application/json (got {content_type:?}); or send user_id and message in the query"),
+        ));
+    }
+    if from_query.user_id.is_some() || from_query.message.is_some() {
+        return Err(ApiError::bad_request("send user_id and message either in the query or in the JSON body, not both"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// Splits an `application/x-www-form-urlencoded` query into decoded pairs.
+fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((percent_decode(name, true)?, percent_decode(value, true)?))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in a query); bad escapes and bytes that are
+/// not UTF-8 are the caller's error.
+fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                    ApiError::bad_request(format!("bad percent-escape in {text:?}"))
+                })?;
+                out.push(byte);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{text:?} does not decode to UTF-8")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dapr::scripted::Scripted;
+    use spin_sdk::http::Method;
+    use std::rc::Rc;
+
+    fn send(dapr: &Rc<Scripted>, config: Config, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> (u16, serde_json::Value, Response) {
+        let mut request = Request::builder();
+        request.method(method).uri(uri).body(body.as_bytes().to_vec());
+        for (name, value) in headers {
+            request.header(*name, *value);
+        }
+        let response = router(dapr.clone(), move || Ok(config.clone())).handle(request.build());
+        let json = serde_json::from_slice(response.body()).unwrap_or(serde_json::Value::Null);
+        (*response.status(), json, response)
+    }
+
+    fn call(dapr: &Rc<Scripted>, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> (u16, serde_json::Value) {
+        let (status, json, response) = send(dapr, config(), method, uri, headers, body);
+        assert_eq!(response.header("content-type").and_then(|v| v.as_str()), Some("application/json"));
+        (status, json)
+    }
+
+    fn config() -> Config {
+        Config::from_lookup(|_| None).unwrap()
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json");
+
+    /// A sidecar that stores a first message and accepts its event.
+    fn accepting() -> Rc<Scripted> {
+        Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "")
+    }
+
+    #[test]
+    fn greeting() {
+        assert_eq!(call(&Scripted::new(), Method::Get, "/", &[], ""), (200, json!({"message": "Hello from Dapr Spin!"})));
+    }
+
+    #[test]
+    fn course_curl_query_with_empty_json_body() {
+        let dapr = accepting();
+        let (status, body) = call(&dapr, Method::Post, "/messages?user_id=junaid&message=Hello%20Dapr%21", &[JSON], "");
+        assert_eq!(status, 201);
+        assert_eq!(body["status"], "Stored and published message for junaid");
+        assert_eq!(body["message"]["message"], "Hello Dapr!");
+        assert_eq!(body["message"]["id"], 1);
+        assert_eq!(dapr.calls()[2], "POST http://localhost:3500/v1.0/publish/pubsub/message-updated");
+        let event = dapr.json_sent(2);
+        assert_eq!((event["user_id"].clone(), event["message"].clone(), event["id"].clone()), (json!("junaid"), json!("Hello Dapr!"), json!(1)));
+        assert_eq!(event["created_at"], body["message"]["created_at"]);
+    }
+
+    #[test]
+    fn post_by_json_body() {
+        let dapr = accepting();
+        let (status, body) = call(&dapr, Method::Post, "/messages", &[("content-type", "application/json; charset=utf-8")], r#"{"user_id":"ann","message":"hi"}"#);
+        assert_eq!((status, body["user_id"].clone()), (201, json!("ann")));
+    }
+
+    #[test]
+    fn plus_is_a_space_in_the_query() {
+        let dapr = accepting();
+        let (_, body) = call(&dapr, Method::Post, "/messages?user_id=ann&message=a+b", &[], "");
+        assert_eq!(body["message"]["message"], "a b");
+    }
+
+    #[test]
+    fn bad_posts_get_their_error_and_call_no_dapr() {
+        let big = format!(r#"{{"user_id":"ann","message":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        for (uri, headers, body, status, says) in [
+            ("/messages", vec![JSON], "", 400, "user_id is required"),
+            ("/messages?user_id=ann", vec![JSON], "", 400, "message is required"),
+            ("/messages?user_id=a%2Fb&message=m", vec![], "", 400, "'/'"),
+            ("/messages?user_id=ann&message=m&user_id=bob", vec![], "", 400, "more than once"),
+            ("/messages?user_id=%zz&message=m", vec![], "", 400, "percent-escape"),
+            ("/messages?user_id=%ff&message=m", vec![], "", 400, "UTF-8"),
+            ("/messages", vec![JSON], "{oops", 400, "malformed JSON"),
+            ("/messages", vec![JSON], r#"{"user_id":7,"message":"m"}"#, 400, "malformed JSON"),
+            ("/messages", vec![("content-type", "text/plain")], "user_id=ann", 415, "Content-Type"),
+            ("/messages", vec![], r#"{"user_id":"ann","message":"m"}"#, 415, "Content-Type"),
+            ("/messages?user_id=ann", vec![JSON], r#"{"message":"m"}"#, 400, "not both"),
+            ("/messages", vec![JSON], big.as_str(), 413, "at most"),
+        ] {
+            let dapr = Scripted::new();
+            let (got, body) = call(&dapr, Method::Post, uri, &headers, body);
+            assert_eq!(got, status, "{uri}: {body}");
+            assert!(body["error"].as_str().unwrap().contains(says), "{uri}: {body}");
+            assert!(dapr.calls().is_empty(), "{uri} called Dapr");
+        }
+    }
+
+    #[test]
+    fn history_latest_and_oldest_first() {
+        let mut history = crate::messages::History::default();
+        history.append("one".into(), "t1".into(), 100);
+        history.append("two".into(), "t2".into(), 100);
+        let dapr = Scripted::new().answer(200, &[("etag", "2")], &serde_json::to_string(&history).unwrap());
+        let (status, body) = call(&dapr, Method::Get, "/messages/ann", &[], "");
+        assert_eq!(status, 200);
+        assert_eq!(body["user_id"], "ann");
+        assert_eq!(body["message"], "two");
+        assert_eq!(body["messages"], json!([{"id": 1, "message": "one", "created_at": "t1"}, {"id": 2, "message": "two", "created_at": "t2"}]));
+    }
+
+    #[test]
+    fn unknown_user_is_404_not_500() {
+        let (status, body) = call(&Scripted::new().answer(204, &[], ""), Method::Get, "/messages/nobody", &[], "");
+        assert_eq!(status, 404);
+        assert_eq!(body["error"], "no messages for user \"nobody\"");
+    }
+
+    #[test]
+    fn path_user_id_is_decoded_and_validated() {
+        let dapr = Scripted::new().answer(204, &[], "");
+        call(&dapr, Method::Get, "/messages/a%20b", &[], "");
+        assert!(dapr.calls()[0].contains("/statestore/a%20b?"));
+        let (status, _) = call(&Scripted::new(), Method::Get, "/messages/a%7C%7Cb", &[], "");
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn dapr_down_is_503_and_dapr_error_is_502() {
+        assert_eq!(call(&Scripted::new().refuse(), Method::Post, "/messages?user_id=a&message=m", &[], "").0, 503);
+        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#);
+        let (status, body) = call(&dapr, Method::Get, "/messages/ann", &[], "");
+        assert_eq!((status, body["dapr_error_code"].clone()), (502, json!("ERR_STATE_GET")));
+    }
+
+    #[test]
+    fn subscription_is_declared_programmatically() {
+        let (status, body) = call(&Scripted::new(), Method::Get, "/dapr/subscribe", &[], "");
+        assert_eq!((status, body), (200, json!([{"pubsubname": "pubsub", "topic": "message-updated", "route": EVENT_ROUTE}])));
+    }
+
+    #[test]
+    fn event_success_and_drop() {
+        let event = json!({"type": "com.dapr.event.sent", "data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t"}});
+        let ce = ("content-type", "application/cloudevents+json");
+        assert_eq!(call(&Scripted::new(), Method::Post, EVENT_ROUTE, &[ce], &event.to_string()), (200, json!({"status": "SUCCESS"})));
+        assert_eq!(call(&Scripted::new(), Method::Post, EVENT_ROUTE, &[ce], "garbage"), (200, json!({"status": "DROP"})));
+    }
+
+    #[test]
+    fn app_api_token_guards_the_event_route() {
+        let mut config = config();
+        config.app_api_token = Some("app-secret".into());
+        let event = json!({"data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t"}}).to_string();
+        let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, EVENT_ROUTE, &[], &event);
+        assert_eq!(status, 401);
+        let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, EVENT_ROUTE, &[("dapr-api-token", "wrong")], &event);
+        assert_eq!(status, 401);
+        let (status, body, _) = send(&Scripted::new(), config, Method::Post, EVENT_ROUTE, &[("dapr-api-token", "app-secret")], &event);
+        assert_eq!((status, body), (200, json!({"status": "SUCCESS"})));
+    }
+
+    #[test]
+    fn health_and_readiness() {
+        assert_eq!(call(&Scripted::new(), Method::Get, "/healthz", &[], "").0, 200);
+        assert_eq!(call(&Scripted::new().answer(204, &[], ""), Method::Get, "/readyz", &[], "").0, 200);
+        assert_eq!(call(&Scripted::new().refuse(), Method::Get, "/readyz", &[], "").0, 503);
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        for (method, uri, allow) in [(Method::Get, "/messages", "POST"), (Method::Delete, "/messages/ann", "GET"), (Method::Post, "/", "GET")] {
+            let (status, body, response) = send(&Scripted::new(), config(), method, uri, &[], "");
+            assert_eq!(status, 405, "{uri}");
+            assert_eq!(response.header("allow").and_then(|v| v.as_str()), Some(allow));
+            assert!(body["error"].is_string());
+        }
+    }
+
+    #[test]
+    fn unknown_path_is_json_404() {
+        for uri in ["/nope", "/messages/ann/extra"] {
+            let (status, body) = call(&Scripted::new(), Method::Get, uri, &[], "");
+            assert_eq!(status, 404, "{uri}");
+            assert!(body["error"].as_str().unwrap().contains("no route"));
+        }
+    }
+
+    #[test]
+    fn a_bad_setting_is_a_clear_500_but_liveness_holds() {
+        let broken = || Config::from_lookup(|name| (name == "MESSAGE_HISTORY_LIMIT").then(|| "lots".to_string()));
+        let request = || Request::builder().method(Method::Get).uri("/readyz").build();
+        let response = router(Scripted::new(), broken).handle(request());
+        assert_eq!(*response.status(), 500);
+        assert!(String::from_utf8_lossy(response.body()).contains("MESSAGE_HISTORY_LIMIT"));
+        let live = router(Scripted::new(), broken).handle(Request::builder().method(Method::Get).uri("/healthz").build());
+        assert_eq!(*live.status(), 200);
+    }
+}
