@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one test command: unit tests, the wasm build and its WIT world, the real-stack
+# suite (wasmtime serve + daprd + Redis).
+# Installs missing tools first (scripts/tools.sh; a no-op once they are cached).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/tools.sh all
+eval "$(scripts/tools.sh env)"
+
+echo "==> building the component with spin.toml's build command"
+build_command=$(sed -n 's/^command = "\(.*\)"$/\1/p' spin.toml)
+[ -n "$build_command" ] || { echo "no build command in spin.toml" >&2; exit 1; }
+echo "    $build_command"
+$build_command
+
+echo "==> cargo test (unit tests, then the real-stack suite in tests/)"
+cargo test --quiet
