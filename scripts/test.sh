@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: unit tests, the wasm build and its WIT world, the real-stack
-# suite (wasmtime serve + daprd + Redis).
+# suite (wasmtime serve + daprd + Redis), the deployment checks (Tilt, manifests, image).
 # Installs missing tools first (scripts/tools.sh; a no-op once they are cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +15,6 @@ $build_command
 
 echo "==> cargo test (unit tests, then the real-stack suite in tests/)"
 cargo test --quiet
+
+echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image (tests/deploy)"
+python -m pytest -q tests/deploy
