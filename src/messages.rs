@@ -131,7 +131,13 @@ impl<T: Transport> Messages<'_, T> {
         for attempt in 0..MAX_SAVE_ATTEMPTS {
             let (mut history, etag) = self.history(&new.user_id)?.unwrap_or_default();
             let stored = history.append(new.text.clone(), created_at.to_string(), self.config.history_limit);
-            match self.dapr.save_state_first_write(&self.config.state_store, &new.user_id, &history, etag.as_deref())? {
+            let outcome = match self.dapr.save_state_first_write(&self.config.state_store, &new.user_id, &history, etag.as_deref()) {
+                // Creating the key raced another writer. Stores say so differently (Redis:
+                // 500 ERR_STATE_SAVE, not 409), but a key that exists now means a conflict.
+                Err(_) if etag.is_none() && self.history(&new.user_id)?.is_some() => SaveOutcome::Conflict,
+                other => other?,
+            };
+            match outcome {
                 SaveOutcome::Saved => return Ok(stored),
                 SaveOutcome::Conflict => std::thread::sleep(backoff(attempt)),
             }
@@ -359,6 +365,31 @@ mod tests {
         assert_eq!(stored.id, 2);
         let texts: Vec<_> = dapr.json_sent(3)[0]["value"]["messages"].as_array().unwrap().iter().map(|m| m["message"].clone()).collect();
         assert_eq!(texts, [json!("theirs"), json!("mine")]);
+    }
+
+    #[test]
+    fn a_failed_first_write_of_a_key_that_now_exists_is_a_conflict() {
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#)
+            .answer(200, &[("etag", "1")], &history_json(&["theirs"]))
+            .answer(200, &[("etag", "1")], &history_json(&["theirs"]))
+            .answer(204, &[], "");
+        let client = DaprClient::new(dapr.clone(), &config());
+        let new = NewMessage { user_id: "ann".into(), text: "mine".into() };
+        assert_eq!(Messages { dapr: &client, config: &config() }.append(&new, "t").unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_failed_first_write_of_a_still_missing_key_is_an_error() {
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"disk full"}"#)
+            .answer(204, &[], "");
+        let client = DaprClient::new(dapr.clone(), &config());
+        let new = NewMessage { user_id: "ann".into(), text: "mine".into() };
+        let err = Messages { dapr: &client, config: &config() }.append(&new, "t").unwrap_err();
+        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE")));
     }
 
     #[test]
