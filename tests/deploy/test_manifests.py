@@ -85,7 +85,7 @@ def by_kind(kind):
 
 def test_manifests_exist():
     kinds = sorted(doc["kind"] for _, doc in DOCS)
-    assert kinds == ["Component", "Component", "Deployment", "Service", "SpinApp"]
+    assert kinds == ["Component", "Component", "Deployment", "Resiliency", "Service", "SpinApp"]
 
 
 @pytest.mark.parametrize("path, doc", DOCS, ids=[f"{p}:{d['kind']}/{d['metadata']['name']}" for p, d in DOCS])

@@ -42,6 +42,7 @@ def assert_cluster_resources(result, context):
     assert "kind: Deployment" in result.deploy("redis")["yaml"]
     components = result.deploy("dapr-components")["yaml"]
     assert "name: statestore" in components and "name: pubsub" in components
+    assert "kind: Resiliency" in components
 
     # The build stages the image context after cargo, on every change to the sources.
     wasm = result.deploy("wasm")

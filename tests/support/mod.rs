@@ -1,0 +1,327 @@
+//! The real stack for the end-to-end tests: redis-server, daprd and `wasmtime serve`
+//! hosting the built component, each on free loopback ports, stopped when the `Stack`
+//! is dropped (also when a test fails). The binaries come from PATH; `scripts/test.sh`
+//! puts the cached ones there (`eval "$(scripts/tools.sh env)"`).
+
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const APP_ID: &str = "dapr-spin-hello";
+
+/// scripts/dapr/resiliency.yaml retries an event the app did not take 3 times, 1 s apart:
+/// a retried delivery shows up within this window, so a test can count deliveries.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(5);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The component as `spin build` leaves it (scripts/test.sh builds it first).
+pub fn wasm_path() -> PathBuf {
+    let path = repo().join("target/wasm32-wasip2/release/dapr_spin_hello.wasm");
+    assert!(path.exists(), "{} is missing: build it with `cargo build --target wasm32-wasip2 --release` (scripts/test.sh does)", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A started process whose output goes to a log file in the stack's folder.
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn start(name: &'static str, dir: &Path, program: &str, args: &[String]) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e} (run scripts/tools.sh and eval \"$(scripts/tools.sh env)\")"));
+        Process { name, child, log }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub redis_port: u16,
+    pub dapr_http_port: u16,
+    pub app_port: u16,
+    dapr_args: Vec<String>,
+    redis: Process,
+    daprd: Option<Process>,
+    host: Process,
+}
+
+static STACKS: AtomicUsize = AtomicUsize::new(0);
+
+impl Stack {
+    /// Redis, then the component under wasmtime serve, then daprd (which asks the app for
+    /// its subscriptions at start-up), and waits until the app reports ready.
+    pub fn start() -> Stack {
+        Stack::start_with_env(&[])
+    }
+
+    pub fn start_with_env(app_env: &[(&str, &str)]) -> Stack {
+        let dir = std::env::temp_dir().join(format!("dapr-spin-hello-e2e-{}-{}", std::process::id(), STACKS.fetch_add(1, Ordering::SeqCst)));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("components")).unwrap();
+        let (redis_port, dapr_http_port, app_port) = (free_port(), free_port(), free_port());
+
+        for resource in fs::read_dir(repo().join("scripts/dapr")).unwrap() {
+            let path = resource.unwrap().path();
+            let text = fs::read_to_string(&path).unwrap().replace("localhost:6379", &format!("127.0.0.1:{redis_port}"));
+            fs::write(dir.join("components").join(path.file_name().unwrap()), text).unwrap();
+        }
+
+        let redis = start_redis(&dir, redis_port);
+
+        let mut host_args = vec![
+            "serve".to_string(),
+            "-Scli".to_string(),
+            "--addr".to_string(),
+            format!("127.0.0.1:{app_port}"),
+            "--env".to_string(),
+            format!("DAPR_HTTP_ENDPOINT=http://127.0.0.1:{dapr_http_port}"),
+        ];
+        for (name, value) in app_env {
+            host_args.extend(["--env".to_string(), format!("{name}={value}")]);
+        }
+        host_args.push(wasm_path().display().to_string());
+        let host = Process::start("wasmtime", &dir, "wasmtime", &host_args);
+
+        let dapr_args = vec![
+            "--app-id".into(), APP_ID.into(),
+            "--app-port".into(), app_port.to_string(),
+            "--app-channel-address".into(), "127.0.0.1".into(),
+            "--dapr-http-port".into(), dapr_http_port.to_string(),
+            "--dapr-grpc-port".into(), free_port().to_string(),
+            "--dapr-internal-grpc-port".into(), free_port().to_string(),
+            "--metrics-port".into(), free_port().to_string(),
+            "--dapr-listen-addresses".into(), "127.0.0.1".into(),
+            "--resources-path".into(), dir.join("components").display().to_string(),
+            "--log-level".into(), "info".into(),
+        ];
+        let mut stack = Stack { dir, redis_port, dapr_http_port, app_port, dapr_args, redis, daprd: None, host };
+        stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
+        stack.start_daprd();
+        stack.wait_until_ready();
+        stack
+    }
+
+    pub fn start_daprd(&mut self) {
+        assert!(self.daprd.is_none(), "daprd is already running");
+        self.daprd = Some(Process::start("daprd", &self.dir, "daprd", &self.dapr_args));
+        let port = self.dapr_http_port;
+        self.wait_for("daprd (GET /v1.0/healthz)", Duration::from_secs(60), |_| {
+            request(port, "GET", "/v1.0/healthz", &[], "").is_ok_and(|r| r.status == 204)
+        });
+    }
+
+    pub fn stop_daprd(&mut self) {
+        if let Some(mut daprd) = self.daprd.take() {
+            daprd.stop();
+        }
+    }
+
+    pub fn restart_redis(&mut self) {
+        self.redis.stop();
+        self.redis = start_redis(&self.dir, self.redis_port);
+    }
+
+    pub fn wait_until_ready(&mut self) {
+        self.wait_for("the component to be ready (GET /readyz)", Duration::from_secs(60), |s| s.answers("/readyz", 200));
+    }
+
+    /// Polls `ready` until it holds; on time-out, fails with every process's log.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut(&mut Stack) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if ready(self) {
+                return;
+            }
+            for process in [Some(&mut self.redis), self.daprd.as_mut(), Some(&mut self.host)].into_iter().flatten() {
+                if let Some(status) = process.exited() {
+                    panic!("{} exited ({status}) while waiting for {what}:\n{}", process.name, process.output());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        [Some(&self.redis), self.daprd.as_ref(), Some(&self.host)]
+            .into_iter()
+            .flatten()
+            .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.output(), 60)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// What the component printed, without wasmtime's `stdout [N] :: ` prefixes.
+    pub fn app_output_lines(&self) -> Vec<String> {
+        self.host
+            .output()
+            .lines()
+            .map(|line| line.split_once(" :: ").map_or(line, |(_, rest)| rest).to_string())
+            .collect()
+    }
+
+    /// Whether the app answers `GET path` with `status` (a refused connection is a no).
+    fn answers(&self, path: &str, status: u16) -> bool {
+        request(self.app_port, "GET", path, &[], "").is_ok_and(|r| r.status == status)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, &[], "")
+    }
+
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        request(self.app_port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
+    }
+
+    /// A call straight to the sidecar, e.g. to read the state store behind the app's back.
+    pub fn dapr(&self, method: &str, path: &str, body: &str) -> Reply {
+        request(self.dapr_http_port, method, path, &[("content-type", "application/json")], body).unwrap()
+    }
+
+    /// Redis's own answer to a command (RESP, inline), e.g. to count keys behind Dapr's back.
+    pub fn redis_command(&self, command: &str) -> String {
+        redis_command(self.redis_port, command).unwrap()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_daprd();
+        self.host.stop();
+        self.redis.stop();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn start_redis(dir: &Path, port: u16) -> Process {
+    // In memory only, like the course's dev Redis (and kubernetes/redis.yaml): a restart empties it.
+    let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([dir.display().to_string()])
+        .collect();
+    let mut redis = Process::start("redis", dir, "redis-server", &args);
+    let start = Instant::now();
+    while redis_command(port, "PING").map(|r| r != "+PONG").unwrap_or(true) {
+        if redis.exited().is_some() || start.elapsed() > Duration::from_secs(20) {
+            panic!("redis-server did not start:\n{}", redis.output());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    redis
+}
+
+fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}\r\n").as_bytes())?;
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_string())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), so the tests see the wire as
+/// curl does, with no client library between them and the server.
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_reply(&raw).ok_or_else(|| std::io::Error::other(format!("malformed reply: {:?}", String::from_utf8_lossy(&raw))))
+}
+
+fn parse_reply(raw: &[u8]) -> Option<Reply> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")) {
+        body = dechunk(&body)?;
+    }
+    Some(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
