@@ -43,7 +43,7 @@ case ${1:-} in
     exec daprd --app-id dapr-spin-hello --app-port "$APP_PORT" --app-channel-address 127.0.0.1 \
       --dapr-http-port "$DAPR_HTTP_PORT" --dapr-grpc-port "${DAPR_GRPC_PORT:-50001}" \
       --metrics-port "${DAPR_METRICS_PORT:-9090}" --resources-path "$components" \
-      --log-level info --enable-api-logging
+      --log-level info
     ;;
   app)
     need_wasm

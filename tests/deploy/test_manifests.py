@@ -22,6 +22,7 @@ DAPR_ANNOTATIONS = {
     "dapr.io/app-id": "dapr-spin-hello",
     "dapr.io/app-port": "80",
     "dapr.io/enable-api-logging": "true",
+    "dapr.io/config": "dapr-spin-hello",
 }
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -85,7 +86,7 @@ def by_kind(kind):
 
 def test_manifests_exist():
     kinds = sorted(doc["kind"] for _, doc in DOCS)
-    assert kinds == ["Component", "Component", "Deployment", "Resiliency", "Service", "SpinApp"]
+    assert kinds == ["Component", "Component", "Configuration", "Deployment", "Resiliency", "Service", "SpinApp"]
 
 
 @pytest.mark.parametrize("path, doc", DOCS, ids=[f"{p}:{d['kind']}/{d['metadata']['name']}" for p, d in DOCS])
@@ -112,6 +113,8 @@ def test_spinapp_pods_get_the_dapr_sidecar():
     spec = spinapp["spec"]
     # Only podAnnotations reach the pods; annotations on the SpinApp itself do not.
     assert spec["podAnnotations"] == DAPR_ANNOTATIONS
+    [config] = by_kind("Configuration")
+    assert config["metadata"]["name"] == DAPR_ANNOTATIONS["dapr.io/config"]
     assert not any(k.startswith("dapr.io/") for k in spinapp["metadata"].get("annotations", {}))
     assert spec["checks"]["liveness"]["httpGet"]["path"] == "/healthz"
     assert spec["checks"]["readiness"]["httpGet"]["path"] == "/readyz"
