@@ -14,11 +14,20 @@ build_command=$(sed -n 's/^command = "\(.*\)"$/\1/p' spin.toml)
 echo "    $build_command"
 $build_command
 
+# Each runner's output is kept too, for the closing total.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "==> cargo test (unit tests, then the real-stack suite in tests/)"
-cargo test --quiet
+cargo test --quiet 2>&1 | tee -a "$log"
 
 echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image (tests/deploy)"
-python -m pytest -q tests/deploy
+python -m pytest -q tests/deploy 2>&1 | tee -a "$log"
 
 echo "==> the local Tilt loop once: tilt ci -- --local --host=wasmtime (redis, daprd, app, smoke test)"
-tilt ci --port 0 -- --local --host=wasmtime
+tilt ci --port 0 -- --local --host=wasmtime 2>&1 | tee -a "$log"
+echo "1 passed (tilt ci)" >> "$log"
+
+# Every step above stops the script on a failure, so reaching here means none failed.
+passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{n += $1} END {print n + 0}')
+echo "total: $passed passed, 0 failed"

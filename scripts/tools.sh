@@ -21,7 +21,8 @@ TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
 wasmtime_dir=$cache/wasmtime-$WASMTIME_VERSION
 daprd_dir=$cache/daprd-$DAPR_VERSION
 tilt_dir=$cache/tilt-$TILT_VERSION
-python_dir=$cache/python-venv
+# Keyed by the requirements' hash, so a change gets a new venv and never breaks one in use.
+python_dir=$cache/python-venv-$(sha256sum "$repo/scripts/requirements.txt" | cut -c1-12)
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -88,17 +89,14 @@ install_tilt() {
   rm -rf "$work"
 }
 
-# Python tools for the manifest checks and the benchmark's FastAPI reference, in a venv
-# keyed by the hash of the requirements file.
+# Python tools for the manifest checks and the benchmark's FastAPI reference.
 install_python() {
-  local req=$repo/scripts/requirements.txt
-  local stamp; stamp=$(sha256sum "$req" | cut -c1-12)
-  if [ -f "$python_dir/.stamp-$stamp" ]; then return; fi
+  if [ -x "$python_dir/bin/python" ] && [ -f "$python_dir/.complete" ]; then return; fi
   step "python venv with scripts/requirements.txt -> $python_dir"
   rm -rf "$python_dir"
   python3 -m venv "$python_dir"
-  "$python_dir/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-  touch "$python_dir/.stamp-$stamp"
+  "$python_dir/bin/pip" install --quiet --disable-pip-version-check -r "$repo/scripts/requirements.txt"
+  touch "$python_dir/.complete"
 }
 
 print_env() {
