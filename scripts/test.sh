@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: unit tests, the wasm build and its WIT world, the real-stack
 # suite (wasmtime serve + daprd + Redis), the deployment checks (Tilt, manifests, image),
-# and the local Tilt loop run once by `tilt ci`.
+# the local Tilt loop run once by `tilt ci`, and the benchmark harness in quick mode.
 # Installs missing tools first (scripts/tools.sh; a no-op once they are cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,9 @@ python -m pytest -q tests/deploy 2>&1 | tee -a "$log"
 echo "==> the local Tilt loop once: tilt ci -- --local --host=wasmtime (redis, daprd, app, smoke test)"
 tilt ci --port 0 -- --local --host=wasmtime 2>&1 | tee -a "$log"
 echo "1 passed (tilt ci)" >> "$log"
+
+echo "==> the benchmark harness in quick mode, so it cannot rot (bench/run.py --quick)"
+python3 bench/run.py --quick 2>&1 | tee -a "$log"
 
 # Every step above stops the script on a failure, so reaching here means none failed.
 passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{n += $1} END {print n + 0}')
