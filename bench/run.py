@@ -30,6 +30,8 @@ import json
 import os
 import platform
 import re
+import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -197,6 +199,7 @@ def measure_builds(crate, edits, env):
     """Clean release build in the copy, then `edits` rebuilds after changing the greeting."""
     print("==> artifact: clean release build in a copy of the repo", flush=True)
     log = LOGS / "cargo-copy.log"
+    other = OtherLoad()
     clean = run(BUILD, cwd=crate, env=env, log=log)
     size = (crate / WASM).stat().st_size
     print(f"    clean build {clean:.1f} s, {size} bytes", flush=True)
@@ -207,7 +210,7 @@ def measure_builds(crate, edits, env):
         print(f"    rebuild {i}: {rebuilds[-1]:.2f} s", flush=True)
     set_greeting(crate, GREETING)
     run(BUILD, cwd=crate, env=env, log=log)  # leave the copy built, as Tilt will start from it
-    return {"clean_s": clean, "size": size, "rebuilds_s": rebuilds}
+    return {"clean_s": clean, "size": size, "rebuilds_s": rebuilds, "other_cores": other.cores()}
 
 
 def component_files(dest, redis_port, redis_db):
@@ -268,9 +271,31 @@ def settle_events(name, timeout=120):
 
 
 def cpu_seconds(pid):
-    """(user, system) CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    """(user, system) CPU time of a process and of its reaped children (such as Tilt's builds)
+    so far: /proc/PID/stat, fields 14 to 17."""
+    fields = [int(f) / os.sysconf("SC_CLK_TCK") for f in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]]
+    return fields[0] + fields[2], fields[1] + fields[3]
+
+
+class OtherLoad:
+    """How many cores processes that this run did not start kept busy since it was made: a
+    busy machine skews every number, so the report says how busy it was."""
+
+    def __init__(self, procs=None):
+        self.procs = procs
+        self.start = self.sample()
+
+    def sample(self):
+        cpu = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        busy = (sum(cpu) - cpu[3] - cpu[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+        own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for f in ("ru_utime", "ru_stime"))  # this script, and what it ran to the end (cargo, wrk)
+        own += sum(sum(cpu_seconds(proc.pid)) for _, proc, _ in (self.procs.started if self.procs else []))
+        return time.monotonic(), busy, own
+
+    def cores(self):
+        (t0, busy0, own0), (t1, busy1, own1) = self.start, self.sample()
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
 
 
 def wrk(url, mode, tag, seconds, connections):
@@ -325,12 +350,13 @@ def request_path(wasm, env, args, checks):
                 print(f"==> {title} on {name}: {args.warmup} s warm-up, {args.duration} s measured", flush=True)
                 wrk(url, mode, f"warm-{mode}", args.warmup, args.connections)
                 settle_events(name)
-                cpu_before = [cpu_seconds(pid) for pid in app["pids"]]
+                cpu_before, other = [cpu_seconds(pid) for pid in app["pids"]], OtherLoad(procs)
                 result = results[(mode, name)] = wrk(url, mode, mode, args.duration, args.connections)
                 settle_events(name)  # the events of these requests are part of their cost
                 used = [[now - then for now, then in zip(cpu_seconds(pid), before)] for pid, before in zip(app["pids"], cpu_before)]
                 result["cpu_ms"] = [sum(u) * 1000 / result["requests"] for u in used]
                 result["app_sys_share"] = used[0][1] / max(sum(used[0]), 1e-9)
+                result["other_cores"] = other.cores()
                 checks.check(f"{name} {title}: {result['requests']} requests, {result['rps']:.0f}/s, "
                              f"p99 {result['p99_us'] / 1000:.1f} ms, no errors",
                              result["requests"] > 0 and result["error_count"] == 0, json.dumps(result["errors"]))
@@ -367,7 +393,7 @@ def save_to_serve(crate, edits, env, checks):
         procs.wait_for("tilt's app to serve the greeting and be ready",
                        lambda: GREETING in http("GET", app + "/")[1] and http("GET", app + "/readyz")[0] == 200, timeout=600)
         checks.check("tilt up -- --local --host=wasmtime serves the app", True)
-        times = []
+        times, other = [], OtherLoad(procs)
         for i in range(1, edits + 1):
             time.sleep(3)  # let the previous restart and Tilt's file watcher settle
             text = f"{GREETING} (save {i})"
@@ -378,7 +404,7 @@ def save_to_serve(crate, edits, env, checks):
             print(f"    save {i}: {times[-1]:.2f} s", flush=True)
         # Tilt's log has cargo's own time for each rebuild: the share of the build in each save.
         builds = re.findall(r"Finished `release` profile .* in ([\d.]+)s", (LOGS / "tilt.log").read_text())
-        return {"times": times, "builds": [float(b) for b in builds[-edits:]]}
+        return {"times": times, "builds": [float(b) for b in builds[-edits:]], "other_cores": other.cores()}
     finally:
         procs.stop_all(signal.SIGINT)  # Tilt ends its serve_cmds on Ctrl-C
         kill_left_in(crate)
@@ -485,15 +511,15 @@ def report(data, args):
             "warm-up. Each app beside its own daprd, all on one redis-server (one database each). "
             "The last two columns compare Spin with that row's app (Spin ÷ app).",
             "",
-            "| scenario | app | req/s | p50 | p99 | failed requests | CPU ms per request: app (system share), its daprd | Spin throughput ÷ | Spin p99 ÷ |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| scenario | app | req/s | p50 | p99 | failed requests | CPU ms per request: app (system share), its daprd | other load, cores | Spin throughput ÷ | Spin p99 ÷ |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for mode, title in SCENARIOS.items():
             for app in req["apps"]:
                 r = res[(mode, app["name"])]
                 ratios = "| | |" if app["name"] == "wasm" else f"| {spin(mode)['rps'] / r['rps']:.2f}× | {spin(mode)['p99_us'] / r['p99_us']:.2f}× |"
                 lines.append(f"| {title} | {app['label']} | {r['rps']:,.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | {r['error_count']} | "
-                             f"{r['cpu_ms'][0]:.2f} ({r['app_sys_share']:.0%}), {r['cpu_ms'][1]:.2f} {ratios}")
+                             f"{r['cpu_ms'][0]:.2f} ({r['app_sys_share']:.0%}), {r['cpu_ms'][1]:.2f} | {r['other_cores']:.2f} {ratios}")
         lines += [
             "",
             "- Failed requests: non-2xx answers, socket errors and time-outs (10 s), as wrk counts them.",
@@ -526,6 +552,7 @@ def report(data, args):
             f"- Clean release build (`{' '.join(BUILD)}` in a copy of the repo with an empty target/): {builds['clean_s']:.1f} s.",
             f"- Rebuilds after changing the greeting in src/routes.rs: {', '.join(f'{t:.2f}' for t in builds['rebuilds_s'])} s.",
             f"- [profile.release] in Cargo.toml at the time: {data['profile'] or 'none (cargo defaults)'}.",
+            f"- Other load during the builds: {builds['other_cores']:.2f} cores.",
         ]
     if saves:
         lines += [
@@ -536,6 +563,7 @@ def report(data, args):
             "src/routes.rs and times until GET http://127.0.0.1:8000/ answers it (Tilt's rebuild, the app's restart, the first answer).",
             f"- Per edit: {', '.join(f'{t:.2f}' for t in saves['times'])} s.",
             f"- Of which cargo's rebuild, as Tilt's log reports it: {', '.join(f'{t:.2f}' for t in saves['builds'])} s.",
+            f"- Other load during the edits: {saves['other_cores']:.2f} cores.",
         ]
     lines += [
         "",
@@ -544,6 +572,9 @@ def report(data, args):
         f"- {m['cpus']} CPUs: {m['cpu']}; {m['memory']} memory; {m['os']}.",
         f"- Load average (1, 5, 15 min): {data['load']['start']} at the start, {data['load']['requests']} before the "
         f"request path, {data['load']['end']} at the end.{' ' + data['note'] if data['note'] else ''}",
+        "- Other load, in each section: the cores kept busy meanwhile by processes that this run did not start "
+        f"(and by the kernel's own work), out of {m['cpus']}. More than a few tenths means something else ran "
+        "and skewed those numbers.",
     ] + [f"- {name}: {version}" for name, version in m["tools"].items()]
     return "\n".join(lines) + "\n"
 
@@ -564,7 +595,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops what was started
     args.duration = args.duration or (2 if args.quick else 15)
     args.warmup = 1 if args.quick else 3
-    command = "python3 bench/run.py" + (" --quick" if args.quick else "")
+    command = shlex.join(["python3", "bench/run.py", *sys.argv[1:]])
 
     OUT.mkdir(exist_ok=True)
     lock = open(OUT / ".lock", "w")  # held until exit: two runs would share bench/out/logs and the CPU
