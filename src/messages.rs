@@ -37,8 +37,8 @@ pub struct History {
 impl History {
     /// Appends a message and drops the oldest beyond `limit`.
     pub fn append(&mut self, text: String, created_at: String, limit: usize) -> StoredMessage {
-        let id = self.next_id.max(self.messages.last().map_or(0, |m| m.id)) + 1;
-        self.next_id = id;
+        self.next_id += 1;
+        let id = self.next_id;
         let stored = StoredMessage { id, message: text, created_at };
         self.messages.push(stored.clone());
         let excess = self.messages.len().saturating_sub(limit);
