@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub const APP_ID: &str = "dapr-spin-hello";
+const APP_ID: &str = "dapr-spin-hello";
 
 /// scripts/dapr/resiliency.yaml retries an event the app did not take 3 times, 1 s apart:
 /// a retried delivery shows up within this window, so a test can count deliveries.
@@ -206,11 +206,6 @@ impl Stack {
 
     pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         request(self.app_port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
-    }
-
-    /// A call straight to the sidecar, e.g. to read the state store behind the app's back.
-    pub fn dapr(&self, method: &str, path: &str, body: &str) -> Reply {
-        request(self.dapr_http_port, method, path, &[("content-type", "application/json")], body).unwrap()
     }
 
     /// Redis's own answer to a command (RESP, inline), e.g. to count keys behind Dapr's back.
