@@ -22,6 +22,7 @@ DAPR_ANNOTATIONS = {
     "dapr.io/app-port": "80",
     "dapr.io/enable-api-logging": "true",
     "dapr.io/config": "dapr-spin-hello",
+    "dapr.io/graceful-shutdown-seconds": "1",
 }
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -127,7 +128,7 @@ def test_spinapp_uses_the_upstream_shim_executor():
     assert spinapp["spec"]["executor"] == executor["metadata"]["name"]
 
 
-def test_spinapp_has_nothing_dev_only():
+def test_spinapp_image_is_the_name_tilt_substitutes():
     # The image is the bare name Tilt substitutes (or production replaces); no tag, registry,
     # pull policy or Tilt marker is baked in.
     [spinapp] = by_kind("SpinApp")
