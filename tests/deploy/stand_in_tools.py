@@ -201,16 +201,10 @@ class Laptop:
         if args[:2] == ["get", "nodes"]:
             return print(f"{name}-control-plane")
         if args[:2] == ["create", "cluster"]:
-            # A kind node has no RuntimeClass; its containerd gets runtimes only from the config.
-            self.s["kind_config"] = Path(args[args.index("--config") + 1]).read_text()
-            self.s["kind_image"] = args[args.index("--image") + 1]
-            clusters.append(name)
-            self.s["clusters"][f"kind-{name}"] = new_cluster("containerd://2.2.0")
-            return None
+            # A kind node has no RuntimeClass; its containerd gets runtimes only from --config.
+            return self.add_cluster("kind", name, new_cluster("containerd://2.2.0"))
         if args[:2] == ["delete", "cluster"]:
-            clusters.remove(name)
-            del self.s["clusters"][f"kind-{name}"]
-            return None
+            return self.remove_cluster("kind", name)
         fail(f"stand-in kind: unmodelled {args}")
 
     def k3d(self, args):
@@ -223,19 +217,24 @@ class Laptop:
             return print(name) if name in clusters else fail(f"No nodes found for given cluster {name}")
         if args[:2] == ["cluster", "create"]:
             # k3s applies its runtimes manifest; --registry-create announces the registry.
-            clusters.append(name)
             c = new_cluster("containerd://2.1.5-k3s1", K3S_RUNTIME_CLASSES)
             c["config_maps"]["kube-public/local-registry-hosting"] = {"localRegistryHosting.v1": "host: localhost:5111"}
-            self.s["clusters"][f"k3d-{name}"] = c
-            return None
+            return self.add_cluster("k3d", name, c)
         if args[:2] == ["cluster", "start"]:
             self.s["clusters"][f"k3d-{name}"]["answers"] = True
             return None
         if args[:2] == ["cluster", "delete"]:
-            clusters.remove(name)
-            del self.s["clusters"][f"k3d-{name}"]
-            return None
+            return self.remove_cluster("k3d", name)
         fail(f"stand-in k3d: unmodelled {args}")
+
+    # kind and k3d name a cluster's kube context <tool>-<name>.
+    def add_cluster(self, tool, name, cluster):
+        self.s[f"{tool}_clusters"].append(name)
+        self.s["clusters"][f"{tool}-{name}"] = cluster
+
+    def remove_cluster(self, tool, name):
+        self.s[f"{tool}_clusters"].remove(name)
+        del self.s["clusters"][f"{tool}-{name}"]
 
     def nerdctl(self, args):
         if args == ["--version"]:
