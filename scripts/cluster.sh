@@ -40,7 +40,11 @@ step() { printf '\n==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
 die() { printf 'cluster.sh: %s\n' "$*" >&2; exit 1; }
 
-current_context() { command -v kubectl >/dev/null && kubectl config current-context 2>/dev/null || true; }
+# preflight, doctor and the checks they share.
+# shellcheck source-path=SCRIPTDIR source=cluster/checks.sh
+. "$repo/scripts/cluster/checks.sh"
+
+current_context() { if have kubectl; then kubectl config current-context 2>/dev/null || true; fi; }
 
 # Every kubectl and helm call names its context, so a context switch mid-run changes nothing.
 k() { kubectl --context "$ctx" "$@"; }
@@ -202,11 +206,11 @@ down() {
   pick_target "${1:-}"
   case $target in
     k3d)
-      command -v k3d >/dev/null || die "k3d is not installed, so there is no k3d cluster to delete"
+      have k3d || die "k3d is not installed, so there is no k3d cluster to delete"
       step "delete k3d cluster $CLUSTER and its registry"
       if k3d cluster get "$CLUSTER" >/dev/null 2>&1; then k3d cluster delete "$CLUSTER"; else ok "no such cluster"; fi ;;
     kind)
-      command -v kind >/dev/null && command -v docker >/dev/null || die "kind and docker are needed to delete the kind cluster"
+      { have kind && have docker; } || die "kind and docker are needed to delete the kind cluster"
       step "delete kind cluster $CLUSTER and its registry"
       if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then kind delete cluster --name "$CLUSTER"; else ok "no such cluster"; fi
       if docker inspect "$KIND_REGISTRY" >/dev/null 2>&1; then docker rm -f "$KIND_REGISTRY" >/dev/null; ok "registry removed"; fi ;;
@@ -217,7 +221,7 @@ down() {
 
 status() {
   pick_target "${1:-}"
-  command -v kubectl >/dev/null && command -v helm >/dev/null || die "kubectl and helm are needed (scripts/cluster.sh doctor)"
+  { have kubectl && have helm; } || die "kubectl and helm are needed (scripts/cluster.sh doctor)"
   step "context $ctx ($target)"
   k get nodes -o wide || die "context $ctx does not answer (scripts/cluster.sh up --$target)"
   step "RuntimeClasses and Spin executors"
@@ -228,9 +232,6 @@ status() {
   step "pods: cert-manager, spin-operator, dapr-system"
   for ns in cert-manager spin-operator dapr-system; do k get pods --namespace "$ns" 2>/dev/null || true; done
 }
-
-# shellcheck source-path=SCRIPTDIR source=cluster/checks.sh
-. "$repo/scripts/cluster/checks.sh"
 
 usage="usage: scripts/cluster.sh up|down|status|doctor [--kind|--k3d|--rancher]"
 [ $# -le 2 ] || die "$usage"

@@ -1,3 +1,7 @@
+# shellcheck shell=bash
+# ctx, target, repo and APP_SELECTOR are set by cluster.sh, which sources this file.
+# shellcheck disable=SC2154
+#
 # The checks of scripts/cluster.sh (sourced by it): `preflight`, which `up` runs before it
 # changes anything, and `doctor`, which adds the dev loop's tools and the cluster's state.
 # Each check prints one line: what it found, or what is wrong and what to do about it. A
