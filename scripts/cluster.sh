@@ -2,16 +2,20 @@
 # The laptop cluster that `tilt up` deploys to: SpinKube (cert-manager, spin-operator and the
 # Spin shim), Dapr and the Dapr dashboard.
 #
-#   scripts/cluster.sh up [k3d|rancher]   k3d: create the cluster dapr-spin-hello with the shim and
-#                                         a registry, then install everything. rancher: check
-#                                         Rancher Desktop's settings, then install what is missing.
-#   scripts/cluster.sh down               delete the k3d cluster and its registry
-#   scripts/cluster.sh status             what is installed where
-#   scripts/cluster.sh doctor             the tools this project needs, found or missing
+#   scripts/cluster.sh up [--kind|--k3d|--rancher]
+#       kind, k3d: create the cluster dapr-spin-hello (its node image has the Spin shim) and a
+#       local registry, then install everything. rancher: check what Rancher Desktop's own
+#       settings installed, then add Dapr. Returns once spin-operator's webhook and Dapr's
+#       sidecar injector answer.
+#   scripts/cluster.sh down [--kind|--k3d]     delete that cluster and its registry
+#   scripts/cluster.sh status [...]            what is installed where
+#   scripts/cluster.sh doctor [...]            tools, engines and the cluster, each found or not
 #
-# Without k3d|rancher, Rancher Desktop is used when it is the current kube context, else k3d.
-# Every step is a `kubectl apply`, `helm upgrade --install` or a check, so `up` can run again.
-# Versions: scripts/versions.env; Dapr's comes from scripts/tools/daprd/go.mod.
+# Without a flag the current kube context decides: rancher-desktop, kind-dapr-spin-hello or
+# k3d-dapr-spin-hello; any other context means kind, the cluster upstream SpinKube documents.
+# `up` first runs the same preflight as `doctor` for its cluster and changes nothing when it
+# fails. Every later step is a create-if-missing, `kubectl apply` or `helm upgrade --install`,
+# so `up` can run again. Versions: scripts/versions.env; Dapr's: scripts/tools/daprd/go.mod.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,48 +24,124 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # Same Dapr as the tests' daprd; the Helm chart's version drops the leading v.
 DAPR_VERSION=$(awk '$1 == "github.com/dapr/dapr" {sub(/^v/, "", $2); print $2; exit}' "$repo/scripts/tools/daprd/go.mod")
 
-K3D_CLUSTER=dapr-spin-hello
-# Tilt pushes to this registry (k3d publishes it in the local-registry-hosting ConfigMap).
-K3D_REGISTRY=dapr-spin-hello-registry:127.0.0.1:5111
+CLUSTER=dapr-spin-hello
 RANCHER_CONTEXT=rancher-desktop
+# The registries Tilt pushes to; each cluster announces its own in the local-registry-hosting
+# ConfigMap (k3d --registry-create writes it; for kind this script does, as kind's docs do).
+K3D_REGISTRY=$CLUSTER-registry:127.0.0.1:5111
+KIND_REGISTRY=$CLUSTER-kind-registry
+KIND_REGISTRY_PORT=5112
 SPIN_OPERATOR_RELEASE=https://github.com/spinframework/spin-operator/releases/download/v$SPIN_OPERATOR_VERSION
 DAPR_CHARTS=https://dapr.github.io/helm-charts/
+# spin-operator names its pods' app with this label.
+APP_SELECTOR=core.spinkube.dev/app-name=dapr-spin-hello
 
 step() { printf '\n==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
 die() { printf 'cluster.sh: %s\n' "$*" >&2; exit 1; }
 
-current_context() { kubectl config current-context 2>/dev/null || true; }
+# preflight, doctor and the checks they share.
+# shellcheck source-path=SCRIPTDIR source=cluster/checks.sh
+. "$repo/scripts/cluster/checks.sh"
+
+current_context() { if have kubectl; then kubectl config current-context 2>/dev/null || true; fi; }
 
 # Every kubectl and helm call names its context, so a context switch mid-run changes nothing.
 k() { kubectl --context "$ctx" "$@"; }
 h() { helm --kube-context "$ctx" "$@"; }
 
-# Sets target (k3d|rancher) and ctx, the kube context every call below uses.
+# Sets target (kind|k3d|rancher) and ctx, the kube context every call below uses.
 pick_target() {
-  target=${1:-}
-  if [ -z "$target" ]; then
-    if [ "$(current_context)" = "$RANCHER_CONTEXT" ]; then target=rancher; else target=k3d; fi
-  fi
+  case ${1:-} in
+    --kind) target=kind ;;
+    --k3d) target=k3d ;;
+    --rancher) target=rancher ;;
+    "")
+      case $(current_context) in
+        "$RANCHER_CONTEXT") target=rancher ;;
+        "k3d-$CLUSTER") target=k3d ;;
+        *) target=kind ;;
+      esac ;;
+    *) die "unknown option '$1' (use --kind, --k3d or --rancher)" ;;
+  esac
   case $target in
-    k3d) ctx=k3d-$K3D_CLUSTER ;;
     rancher) ctx=$RANCHER_CONTEXT ;;
-    *) die "unknown target '$target' (k3d|rancher)" ;;
+    *) ctx=$target-$CLUSTER ;;
   esac
 }
 
+# retry SECONDS WHAT COMMAND...: runs COMMAND every 2 s until it succeeds; dies naming WHAT,
+# with the command's last output, when it has not within SECONDS.
+retry() {
+  local seconds=$1 what=$2 output deadline; shift 2
+  deadline=$((SECONDS + seconds))
+  until output=$("$@" 2>&1); do
+    [ "$SECONDS" -lt "$deadline" ] || die "$what: not within ${seconds}s. Last answer: $output"
+    sleep 2
+  done
+}
+
+# A cluster just started (or one whose node container Docker restarted) takes a moment to answer.
+wait_for_api_server() {
+  retry 120 "the API server of $ctx answering (is its node container running? docker ps -a)" context_answers
+}
+
 k3d_cluster() {
-  step "k3d cluster $K3D_CLUSTER (node image $SHIM_K3D_IMAGE)"
-  if k3d cluster get "$K3D_CLUSTER" >/dev/null 2>&1; then
-    k3d cluster start "$K3D_CLUSTER"
+  step "k3d cluster $CLUSTER (node image $SHIM_K3D_IMAGE)"
+  if k3d cluster get "$CLUSTER" >/dev/null 2>&1; then
+    k3d cluster start "$CLUSTER"
     ok "exists, started"
   else
     # One server node; its containerd already has the Spin shim. The registry is created with
     # the cluster and deleted with it.
-    k3d cluster create "$K3D_CLUSTER" --image "$SHIM_K3D_IMAGE" --agents 0 \
-      --registry-create "$K3D_REGISTRY"
+    k3d cluster create "$CLUSTER" --image "$SHIM_K3D_IMAGE" --agents 0 --registry-create "$K3D_REGISTRY"
     ok "created"
   fi
+  wait_for_api_server
+}
+
+kind_cluster() {
+  step "kind cluster $CLUSTER (node image $SHIM_KIND_IMAGE)"
+  if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    ok "exists"
+  else
+    kind create cluster --name "$CLUSTER" --image "$SHIM_KIND_IMAGE" --config "$repo/scripts/cluster/kind.yaml" --wait 2m
+    ok "created"
+  fi
+  wait_for_api_server
+  kind_registry
+}
+
+# kind's local-registry guide: a registry container on 127.0.0.1:PORT, the nodes told to pull
+# localhost:PORT from it, and the local-registry-hosting ConfigMap that tells Tilt to push there.
+kind_registry() {
+  step "local registry localhost:$KIND_REGISTRY_PORT ($KIND_REGISTRY_IMAGE)"
+  if docker inspect "$KIND_REGISTRY" >/dev/null 2>&1; then
+    docker start "$KIND_REGISTRY" >/dev/null
+  else
+    docker run -d --restart=always -p "127.0.0.1:$KIND_REGISTRY_PORT:5000" --network bridge \
+      --name "$KIND_REGISTRY" "$KIND_REGISTRY_IMAGE" >/dev/null
+  fi
+  # On a node, localhost is the node itself: alias localhost:PORT to the registry container.
+  local node hosts_dir=/etc/containerd/certs.d/localhost:$KIND_REGISTRY_PORT
+  for node in $(kind get nodes --name "$CLUSTER"); do
+    docker exec "$node" mkdir -p "$hosts_dir"
+    printf '[host."http://%s:5000"]\n' "$KIND_REGISTRY" | docker exec -i "$node" cp /dev/stdin "$hosts_dir/hosts.toml"
+  done
+  if [ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' "$KIND_REGISTRY")" = null ]; then
+    docker network connect kind "$KIND_REGISTRY"
+  fi
+  k apply -f - <<EOF
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: local-registry-hosting
+  namespace: kube-public
+data:
+  localRegistryHosting.v1: |
+    host: "localhost:$KIND_REGISTRY_PORT"
+    help: "https://kind.sigs.k8s.io/docs/user/local-registry/"
+EOF
 }
 
 cert_manager() {
@@ -70,6 +150,9 @@ cert_manager() {
   k wait --for=condition=Available --timeout=300s --namespace cert-manager deployment --all
 }
 
+# SpinKube's quickstart: CRDs, the RuntimeClass wasmtime-spin-v2 (handler spin), the chart, and
+# the executor containerd-shim-spin that names that RuntimeClass. The executor goes to the
+# context's namespace, where Tilt deploys the SpinApp.
 spin_operator() {
   step "spin-operator $SPIN_OPERATOR_VERSION: CRDs, RuntimeClass, chart, shim executor"
   k apply -f "$SPIN_OPERATOR_RELEASE/spin-operator.crds.yaml"
@@ -77,67 +160,70 @@ spin_operator() {
   k wait --for=condition=Established --timeout=60s crd/spinapps.core.spinkube.dev crd/spinappexecutors.core.spinkube.dev
   h upgrade --install spin-operator oci://ghcr.io/spinframework/charts/spin-operator \
     --version "$SPIN_OPERATOR_VERSION" --namespace spin-operator --create-namespace --wait --timeout 5m
-  shim_executor
+  # The executor passes spin-operator's webhook (failurePolicy Fail), which can lag the
+  # Deployment's readiness by a few seconds while its certificate is injected.
+  retry 120 "spin-operator's webhook accepting the executor" \
+    k apply -f "$SPIN_OPERATOR_RELEASE/spin-operator.shim-executor.yaml"
 }
 
-# The SpinAppExecutor lives in the namespace of the SpinApps (the context's, as for Tilt).
-shim_executor() {
-  k apply -f "$SPIN_OPERATOR_RELEASE/spin-operator.shim-executor.yaml"
-}
-
+# The operator's watchdog (off in the chart) deletes any pod with dapr.io/enabled that came up
+# without daprd, e.g. one created while the injector was still starting after a cluster
+# restart (the injector's webhook has failurePolicy Ignore); its Deployment recreates it with
+# the sidecar.
 dapr() {
-  step "Dapr $DAPR_VERSION (control plane in dapr-system) and the Dapr dashboard $DAPR_DASHBOARD_CHART_VERSION"
+  step "Dapr $DAPR_VERSION (control plane in dapr-system, operator watchdog every 10s) and the Dapr dashboard $DAPR_DASHBOARD_CHART_VERSION"
   h upgrade --install dapr dapr --repo "$DAPR_CHARTS" --version "$DAPR_VERSION" \
-    --namespace dapr-system --create-namespace --wait --timeout 5m
+    --namespace dapr-system --create-namespace --set dapr_operator.watchInterval=10s --wait --timeout 5m
   h upgrade --install dapr-dashboard dapr-dashboard --repo "$DAPR_CHARTS" --version "$DAPR_DASHBOARD_CHART_VERSION" \
     --namespace dapr-system --wait --timeout 5m
 }
 
-# Rancher Desktop installs the shim and spin-operator itself, from two settings; this checks
-# them and says which to set instead of installing a second copy.
-rancher_checks() {
-  step "Rancher Desktop prerequisites (context $ctx)"
-  k get nodes >/dev/null 2>&1 || die "context $ctx does not answer: start Rancher Desktop with Kubernetes enabled"
-  local missing=0 runtime
-  runtime=$(k get nodes -o jsonpath='{.items[0].status.nodeInfo.containerRuntimeVersion}')
-  if [[ $runtime == containerd://* ]]; then ok "container engine: $runtime"; else
-    echo "    MISSING: containerd engine (found $runtime). Set Preferences > Container Engine > containerd."; missing=1; fi
-  if k get runtimeclass wasmtime-spin-v2 >/dev/null 2>&1; then ok "RuntimeClass wasmtime-spin-v2"; else
-    echo "    MISSING: RuntimeClass wasmtime-spin-v2. Set Preferences > Container Engine > Enable Wasm, and Preferences > Kubernetes > Install Spin Operator."; missing=1; fi
-  if k get crd spinapps.core.spinkube.dev >/dev/null 2>&1; then ok "spin-operator CRDs"; else
-    echo "    MISSING: spin-operator. Set Preferences > Kubernetes > Install Spin Operator, then Apply."; missing=1; fi
-  [ "$missing" = 0 ] || die "set the Rancher Desktop options above, wait for Kubernetes to restart, and run this again"
-  if k get spinappexecutor containerd-shim-spin >/dev/null 2>&1; then ok "SpinAppExecutor containerd-shim-spin"; else
-    step "SpinAppExecutor containerd-shim-spin"; shim_executor; fi
+# The two webhooks the app's first deploy goes through; `up` returns only once both answer.
+wait_for_webhooks() {
+  step "waiting for spin-operator's webhook and Dapr's sidecar injector"
+  retry 120 "spin-operator's webhook accepting kubernetes/spinapp.yaml (server-side dry run)" spin_operator_webhook
+  ok "spin-operator's webhook accepts the SpinApp"
+  retry 120 "Dapr's sidecar injector having a ready endpoint" dapr_injector
+  ok "Dapr's sidecar injector is ready"
 }
 
 up() {
   pick_target "${1:-}"
-  if [ "$target" = k3d ]; then
-    k3d_cluster
-    cert_manager
-    spin_operator
-  else
-    rancher_checks
-  fi
+  preflight || die "preflight failed (see above); nothing was changed"
+  case $target in
+    kind) kind_cluster; cert_manager; spin_operator ;;
+    k3d) k3d_cluster; cert_manager; spin_operator ;;
+    # Rancher Desktop installs the shim, cert-manager and spin-operator from its own settings,
+    # which the preflight checked; a second copy would fight its k3s manifests.
+    rancher) ;;
+  esac
   dapr
+  wait_for_webhooks
   step "ready: context $ctx. Next: tilt up"
 }
 
 down() {
-  step "delete k3d cluster $K3D_CLUSTER and its registry"
-  if k3d cluster get "$K3D_CLUSTER" >/dev/null 2>&1; then
-    k3d cluster delete "$K3D_CLUSTER"
-  else
-    ok "no such cluster"
-  fi
-  echo "    (Rancher Desktop is left as it is: run 'tilt down' to remove the app.)"
+  pick_target "${1:-}"
+  case $target in
+    k3d)
+      have k3d || die "k3d is not installed, so there is no k3d cluster to delete"
+      step "delete k3d cluster $CLUSTER and its registry"
+      if k3d cluster get "$CLUSTER" >/dev/null 2>&1; then k3d cluster delete "$CLUSTER"; else ok "no such cluster"; fi ;;
+    kind)
+      { have kind && have docker; } || die "kind and docker are needed to delete the kind cluster"
+      step "delete kind cluster $CLUSTER and its registry"
+      if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then kind delete cluster --name "$CLUSTER"; else ok "no such cluster"; fi
+      if docker inspect "$KIND_REGISTRY" >/dev/null 2>&1; then docker rm -f "$KIND_REGISTRY" >/dev/null; ok "registry removed"; fi ;;
+    rancher)
+      echo "    Rancher Desktop is left as it is: run 'tilt down' to remove the app." ;;
+  esac
 }
 
 status() {
   pick_target "${1:-}"
+  { have kubectl && have helm; } || die "kubectl and helm are needed (scripts/cluster.sh doctor)"
   step "context $ctx ($target)"
-  k get nodes -o wide || die "context $ctx does not answer (scripts/cluster.sh up)"
+  k get nodes -o wide || die "context $ctx does not answer (scripts/cluster.sh up --$target)"
   step "RuntimeClasses and Spin executors"
   k get runtimeclass
   k get spinappexecutors || true
@@ -147,44 +233,12 @@ status() {
   for ns in cert-manager spin-operator dapr-system; do k get pods --namespace "$ns" 2>/dev/null || true; done
 }
 
-# One line per tool: its version, or "missing" and how to get it. Exits 1 only when a tool
-# that the chosen cluster path needs is missing.
-doctor() {
-  local k3d_path=1 failed=0
-  [ "$(current_context)" = "$RANCHER_CONTEXT" ] && k3d_path=0
-  step "tools for the $([ $k3d_path = 1 ] && echo k3d || echo 'Rancher Desktop') path"
-  check docker $k3d_path "Docker Engine or Docker Desktop: https://docs.docker.com/get-docker/" docker --version
-  check k3d $k3d_path "https://k3d.io/stable/#installation" k3d version
-  check nerdctl $((1 - k3d_path)) "ships with Rancher Desktop (Preferences > Container Engine > containerd)" nerdctl --version
-  check kubectl 1 "https://kubernetes.io/docs/tasks/tools/" kubectl version --client
-  check helm 1 "https://helm.sh/docs/intro/install/" helm version --short
-  check tilt 1 "https://docs.tilt.dev/install.html, or scripts/tools.sh tilt" tilt version
-  check cargo 1 "https://rustup.rs" cargo --version
-  check wasm32-wasip2 1 "rustup target add wasm32-wasip2" wasip2_target
-  check spin 0 "for local mode and 'spin registry push': https://spinframework.dev/v3/install" spin --version
-  [ "$failed" = 0 ] || die "required tools are missing (see above)"
-  echo "    all required tools found"
-}
-
-# check NAME REQUIRED(1|0) HINT COMMAND...: found when COMMAND succeeds and prints something.
-check() {
-  local name=$1 required=$2 hint=$3 version; shift 3
-  if version=$("$@" 2>/dev/null) && [ -n "$version" ]; then
-    printf '  %-14s %s\n' "$name" "${version%%$'\n'*}"
-  elif [ "$required" = 1 ]; then
-    printf '  %-14s missing (required): %s\n' "$name" "$hint"
-    failed=1
-  else
-    printf '  %-14s missing (optional): %s\n' "$name" "$hint"
-  fi
-}
-
-wasip2_target() { rustup target list --installed | grep -qx wasm32-wasip2 && echo installed; }
-
+usage="usage: scripts/cluster.sh up|down|status|doctor [--kind|--k3d|--rancher]"
+[ $# -le 2 ] || die "$usage"
 case ${1:-} in
   up) up "${2:-}" ;;
-  down) down ;;
+  down) down "${2:-}" ;;
   status) status "${2:-}" ;;
-  doctor) doctor ;;
-  *) echo "usage: scripts/cluster.sh up [k3d|rancher] | down | status [k3d|rancher] | doctor" >&2; exit 2 ;;
+  doctor) doctor "${2:-}" ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac

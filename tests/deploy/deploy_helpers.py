@@ -1,9 +1,13 @@
 """Helpers for the deployment tests: the repo's paths, what spin.toml and Cargo.toml say, and
 the pieces of a hermetic `tilt alpha tiltfile-result` run (see conftest.py)."""
 
+import json
+import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
+from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,6 +26,44 @@ def cargo_wasm_path():
     cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
     name = cargo.get("lib", {}).get("name") or cargo["package"]["name"].replace("-", "_")
     return f"target/wasm32-wasip2/release/{name}.wasm"
+
+
+def pinned_versions():
+    """scripts/versions.env as a dict, plus DAPR: the Dapr version pinned by the daprd tools
+    module's go.mod (the one cluster.sh installs), without its leading v."""
+    versions = dict(line.split("=", 1) for line in (REPO / "scripts/versions.env").read_text().splitlines()
+                    if line and not line.startswith("#"))
+    go_mod = (REPO / "scripts/tools/daprd/go.mod").read_text()
+    versions["DAPR"] = re.search(r"^\s*github\.com/dapr/dapr v(\S+)", go_mod, re.M).group(1)
+    return versions
+
+
+@cache
+def go_module(path, version):
+    """The source of a Go module at a version, from the Go module proxy (or Go's module cache):
+    the upstream files the tests compare against, with nothing copied into this repo."""
+    if shutil.which("go") is None:
+        raise RuntimeError("go is not on PATH: the deployment tests read upstream CRDs through `go mod download`")
+    # Outside any module, so no go.mod nearby can pull in other requirements.
+    with tempfile.TemporaryDirectory() as empty:
+        p = subprocess.run(["go", "mod", "download", "-json", f"{path}@{version}"], cwd=empty,
+                           capture_output=True, text=True, timeout=600)
+    info = json.loads(p.stdout) if p.stdout.strip() else {}
+    if p.returncode != 0 or "Dir" not in info:
+        raise RuntimeError(f"go mod download {path}@{version} failed: {info.get('Error') or p.stderr}")
+    return Path(info["Dir"])
+
+
+def spin_operator_source():
+    """spin-operator at the pinned version. The proxy serves it under its original module path,
+    github.com/spinkube/spin-operator (the repository now lives at spinframework/spin-operator,
+    but its go.mod keeps that path, and the proxy refuses the new one)."""
+    return go_module("github.com/spinkube/spin-operator", "v" + pinned_versions()["SPIN_OPERATOR_VERSION"])
+
+
+def dapr_source():
+    """dapr/dapr at the version the cluster and the tests' daprd run."""
+    return go_module("github.com/dapr/dapr", "v" + pinned_versions()["DAPR"])
 
 
 def kubeconfig(path, context):

@@ -1,18 +1,17 @@
 """(b) Every document under kubernetes/ validates: custom resources against the upstream CRD
-schemas in ../shared/schemas (or $SCHEMAS_DIR), core kinds against Kubernetes' own schemas.
-Then the wiring between them: Dapr annotations on the pods, components on the Redis Service."""
+schemas (spin-operator's and Dapr's, at the pinned versions, from the Go module proxy), core
+kinds against Kubernetes' own schemas. Then the wiring between them: Dapr annotations on the
+pods, components on the Redis Service."""
 
 import copy
-import os
 import re
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-from deploy_helpers import REPO
+from deploy_helpers import REPO, dapr_source, spin_operator_source
 
 # The Kubernetes minor whose published schemas the core kinds must satisfy (k3s in the
 # containerd-shim-spin k3d image and current Rancher Desktop are at or above it).
@@ -23,21 +22,22 @@ DAPR_ANNOTATIONS = {
     "dapr.io/app-port": "80",
     "dapr.io/enable-api-logging": "true",
     "dapr.io/config": "dapr-spin-hello",
+    "dapr.io/graceful-shutdown-seconds": "1",
 }
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def schemas_dir():
-    path = Path(os.environ.get("SCHEMAS_DIR") or REPO.parent / "shared" / "schemas").resolve()
-    if not (path / "README.md").is_file():
-        pytest.fail(f"no upstream CRD schemas at {path}: set SCHEMAS_DIR or put shared/ beside the repo")
-    return path
+def crd_files():
+    """The CRDs as upstream ships them: spin-operator's config/crd/bases/ (the source of its
+    release's spin-operator.crds.yaml) and the Dapr Helm chart's crds/."""
+    return [*sorted((spin_operator_source() / "config/crd/bases").glob("*.yaml")),
+            *sorted((dapr_source() / "charts/dapr/crds").glob("*.yaml"))]
 
 
 def load_crd_schemas():
-    """{(apiVersion, kind): openAPIV3Schema} for every CRD under the schemas folder."""
+    """{(apiVersion, kind): openAPIV3Schema} for every upstream CRD."""
     schemas = {}
-    for path in sorted(schemas_dir().rglob("*.yaml")):
+    for path in crd_files():
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
@@ -122,12 +122,13 @@ def test_spinapp_pods_get_the_dapr_sidecar():
 
 
 def test_spinapp_uses_the_upstream_shim_executor():
-    executor = yaml.safe_load((schemas_dir() / "spin-operator-v0.6.1/spin-shim-executor.yaml").read_text())
+    # The release's spin-operator.shim-executor.yaml, which cluster.sh applies, is this sample.
+    executor = yaml.safe_load((spin_operator_source() / "config/samples/spin-shim-executor.yaml").read_text())
     [spinapp] = by_kind("SpinApp")
     assert spinapp["spec"]["executor"] == executor["metadata"]["name"]
 
 
-def test_spinapp_has_nothing_dev_only():
+def test_spinapp_image_is_the_name_tilt_substitutes():
     # The image is the bare name Tilt substitutes (or production replaces); no tag, registry,
     # pull policy or Tilt marker is baked in.
     [spinapp] = by_kind("SpinApp")

@@ -1,5 +1,5 @@
 """(a) The Tiltfile, evaluated by the real Tilt binary: resources, image builds, port forward,
-dependencies and labels, on the Rancher Desktop and k3d paths and in local mode."""
+dependencies and labels, on the Rancher Desktop, kind and k3d paths and in local mode."""
 
 import json
 import shlex
@@ -82,7 +82,9 @@ def assert_nerdctl_build(result):
     assert str(REPO / command[-1]) == IMAGE_CONTEXT
 
 
-@pytest.mark.parametrize("context", ["k3d-dapr-spin-hello", "kind-kind", "docker-desktop"])
+# kind-dapr-spin-hello and k3d-dapr-spin-hello are scripts/cluster.sh's; kind-kind is kind's
+# default cluster; docker-desktop is another local cluster Tilt knows.
+@pytest.mark.parametrize("context", ["kind-dapr-spin-hello", "kind-kind", "k3d-dapr-spin-hello", "docker-desktop"])
 def test_docker_clusters_build_with_docker(tiltfile, context):
     result = tiltfile(context=context)
     assert_cluster_resources(result, context)
@@ -97,6 +99,7 @@ def test_rancher_desktop_builds_with_nerdctl(tiltfile):
 
 def test_cluster_flag_overrides_the_context(tiltfile):
     assert_docker_build(tiltfile("--cluster=k3d", context="rancher-desktop"))
+    assert_docker_build(tiltfile("--cluster=kind", context="rancher-desktop"))
     assert_nerdctl_build(tiltfile("--cluster=rancher", context="k3d-dapr-spin-hello"))
     # With no kube context at all (CI), the flag alone picks the path.
     assert_nerdctl_build(tiltfile("--cluster=rancher"))
@@ -105,7 +108,7 @@ def test_cluster_flag_overrides_the_context(tiltfile):
 
 def test_unknown_cluster_flag_fails(run_tiltfile):
     code, _, err = run_tiltfile("--cluster=minikube", context="k3d-dapr-spin-hello")
-    assert code == 5 and "--cluster must be rancher or k3d" in err
+    assert code == 5 and "--cluster must be rancher, kind or k3d" in err
 
 
 def test_non_dev_context_is_refused(run_tiltfile):
