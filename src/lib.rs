@@ -3,6 +3,7 @@
 //! - `routes`: the HTTP API (a spin-sdk `Router`, handlers that read like the API docs).
 //! - `messages`: the message domain: validation, the bounded per-user history, events.
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
+//! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.
 //! - `config`: settings from WASI environment variables, with defaults for a Dapr sidecar.
 //! - `error`: the one JSON error type every failure becomes.
 
@@ -11,6 +12,7 @@ pub mod dapr;
 pub mod error;
 pub mod messages;
 pub mod routes;
+pub mod transport;
 
 /// The wasi:http entry point: every request goes through the router, which calls the
 /// Dapr sidecar over wasi:http outgoing requests. Only on wasm: natively (`cargo test`)
@@ -18,5 +20,5 @@ pub mod routes;
 #[cfg(target_arch = "wasm32")]
 #[spin_sdk::http_component]
 fn handle(request: spin_sdk::http::Request) -> spin_sdk::http::Response {
-    routes::router(dapr::WasiHttp, config::Config::from_env).handle(request)
+    routes::router(transport::WasiHttp, config::Config::from_env).handle(request)
 }

@@ -18,9 +18,10 @@ use serde_json::json;
 use spin_sdk::http::{Params, Request, Response, Router};
 
 use crate::config::Config;
-use crate::dapr::{DaprClient, Transport};
+use crate::dapr::DaprClient;
 use crate::error::{json_response, ApiError};
 use crate::messages::{parse_cloud_event, validate_user_id, Messages, NewMessage};
+use crate::transport::Transport;
 
 /// Edit this and save: `tilt up` puts the new text on `GET /` in seconds.
 pub const GREETING: &str = "Hello from Dapr Spin!";
@@ -243,7 +244,7 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dapr::scripted::Scripted;
+    use crate::transport::scripted::Scripted;
     use spin_sdk::http::Method;
     use std::rc::Rc;
 
@@ -360,6 +361,24 @@ mod tests {
         assert!(dapr.calls()[0].contains("/statestore/a%20b?"));
         let (status, _) = call(&Scripted::new(), Method::Get, "/messages/a%7C%7Cb", &[], "");
         assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn dot_segments_as_user_ids_are_400_before_any_dapr_call() {
+        for (method, uri) in [
+            (Method::Get, "/messages/."),
+            (Method::Get, "/messages/.."),
+            (Method::Get, "/messages/%2E%2E"),
+            (Method::Get, "/messages/%2e"),
+            (Method::Post, "/messages?user_id=..&message=m"),
+            (Method::Post, "/messages?user_id=%2E&message=m"),
+        ] {
+            let dapr = Scripted::new();
+            let (status, body) = call(&dapr, method, uri, &[], "");
+            assert_eq!(status, 400, "{uri}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("'.' or '..'"), "{uri}: {body}");
+            assert!(dapr.calls().is_empty(), "{uri} called Dapr");
+        }
     }
 
     #[test]
