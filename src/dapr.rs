@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::transport::{SendFailure, Transport};
+use crate::transport::{SendFailure, TimeLimits, Transport};
 
 /// A value read from the state store, with the ETag that a conditional write must present.
 #[derive(Debug, PartialEq)]
@@ -28,11 +28,17 @@ pub struct DaprClient<T> {
     transport: T,
     base_url: String,
     api_token: Option<String>,
+    time_limits: TimeLimits,
 }
 
 impl<T: Transport> DaprClient<T> {
     pub fn new(transport: T, config: &Config) -> Self {
-        DaprClient { transport, base_url: config.dapr_url.clone(), api_token: config.dapr_api_token.clone() }
+        DaprClient {
+            transport,
+            base_url: config.dapr_url.clone(),
+            api_token: config.dapr_api_token.clone(),
+            time_limits: config.time_limits,
+        }
     }
 
     /// `GET /v1.0/state/{store}/{key}`: 200 with the value and an ETag, or 204 when the key is missing.
@@ -120,11 +126,12 @@ impl<T: Transport> DaprClient<T> {
         let request = request
             .body(body)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot build the request to {url}: {e}")))?;
-        self.transport.send(request).map_err(|failure| self.no_answer(failure))
+        self.transport.send(request, &self.time_limits).map_err(|failure| self.no_answer(failure))
     }
 
-    /// No HTTP answer: 503 for an outage (worth a retry); 500 when the host refused the call,
-    /// since that is the deployment's configuration and no retry will change it.
+    /// No HTTP answer: 503 for an outage (worth a retry); 504 when a time limit ran out; 500
+    /// when the host refused the call, since that is the deployment's configuration and no
+    /// retry will change it.
     fn no_answer(&self, failure: SendFailure) -> ApiError {
         let base = &self.base_url;
         match failure {
@@ -138,6 +145,16 @@ impl<T: Transport> DaprClient<T> {
                      allowed_outbound_hosts"
                 ),
             ),
+            SendFailure::TimedOut(why) => {
+                let TimeLimits { connect, first_byte, between_bytes } = self.time_limits;
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "Dapr sidecar at {base} did not answer in time ({why}; limits: connect {connect:?}, \
+                         first byte {first_byte:?}, between bytes {between_bytes:?})"
+                    ),
+                )
+            }
             SendFailure::Unreachable(why) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Dapr sidecar at {base} is unreachable: {why}"))
             }
@@ -262,10 +279,30 @@ mod tests {
     }
 
     #[test]
+    fn a_sidecar_that_does_not_answer_in_time_is_504() {
+        let dapr = Scripted::new().fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
+        let err = client(dapr, None).publish("pubsub", "t", &json!({})).unwrap_err();
+        assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(err.message.contains("did not answer in time (ErrorCode::ConnectionReadTimeout; limits: connect 2s, first byte 5s"), "{err}");
+    }
+
+    #[test]
+    fn every_call_carries_the_configured_time_limits() {
+        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "");
+        let config = Config::from_lookup(|name| (name == "DAPR_FIRST_BYTE_TIMEOUT_MS").then(|| "750".to_string())).unwrap();
+        let client = DaprClient::new(dapr.clone(), &config);
+        client.get_state("statestore", "ann").unwrap();
+        client.outbound_health().unwrap();
+        assert_eq!(*dapr.limits.borrow(), [config.time_limits; 2]);
+        assert_eq!(config.time_limits.first_byte, std::time::Duration::from_millis(750));
+    }
+
+    #[test]
     fn readiness_is_503_whatever_kept_the_sidecar_from_answering() {
-        let err = client(Scripted::new().fail(SendFailure::Denied), None).outbound_health().unwrap_err();
-        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(err.message.contains("denied"), "{err}");
+        for failure in [SendFailure::Denied, SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into())] {
+            let err = client(Scripted::new().fail(failure.clone()), None).outbound_health().unwrap_err();
+            assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE, "{failure:?}");
+        }
     }
 
     #[test]
