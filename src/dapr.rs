@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::trace::TraceContext;
 use crate::transport::{SendFailure, TimeLimits, Transport};
 
 /// A value read from the state store, with the ETag that a conditional write must present.
@@ -29,6 +30,8 @@ pub struct DaprClient<T> {
     base_url: String,
     api_token: Option<String>,
     time_limits: TimeLimits,
+    /// The incoming request's W3C trace context, sent on with every call.
+    trace: Option<TraceContext>,
 }
 
 impl<T: Transport> DaprClient<T> {
@@ -38,7 +41,14 @@ impl<T: Transport> DaprClient<T> {
             base_url: config.dapr_url.clone(),
             api_token: config.dapr_api_token.clone(),
             time_limits: config.time_limits,
+            trace: None,
         }
+    }
+
+    /// Sends `trace` (the incoming request's trace context) with every call, so that Dapr
+    /// links its spans for them into the caller's trace.
+    pub fn with_trace(self, trace: Option<TraceContext>) -> Self {
+        DaprClient { trace, ..self }
     }
 
     /// `GET /v1.0/state/{store}/{key}`: 200 with the value and an ETag, or 204 when the key is missing.
@@ -115,6 +125,9 @@ impl<T: Transport> DaprClient<T> {
         let mut request = Request::builder().method(method).uri(url);
         if let Some(token) = &self.api_token {
             request = request.header("dapr-api-token", token);
+        }
+        for (name, value) in self.trace.iter().flat_map(TraceContext::headers) {
+            request = request.header(name, value);
         }
         let body = match json_body {
             Some(body) => {
@@ -327,6 +340,25 @@ mod tests {
         client.publish("pubsub", "t", &json!({})).unwrap();
         client.outbound_health().unwrap();
         assert!(dapr.sent.borrow().iter().all(|r| r.headers()["dapr-api-token"] == "s3cret"));
+    }
+
+    #[test]
+    fn the_trace_context_goes_on_every_call() {
+        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "");
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceContext::from_headers(|name| match name {
+            "traceparent" => Some(parent),
+            "tracestate" => Some("congo=t61rcWkgMzE"),
+            _ => None,
+        });
+        let client = client(dapr.clone(), None).with_trace(trace);
+        client.get_state("statestore", "ann").unwrap();
+        client.save_state_first_write("statestore", "ann", &json!(1), None).unwrap();
+        client.publish("pubsub", "t", &json!({})).unwrap();
+        for request in dapr.sent.borrow().iter() {
+            assert_eq!(request.headers()["traceparent"], parent, "{}", request.uri());
+            assert_eq!(request.headers()["tracestate"], "congo=t61rcWkgMzE", "{}", request.uri());
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - `messages`: the message domain: validation, the bounded per-user history, events.
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
 //! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.
+//! - `trace`: the W3C trace context passed on from each request to its Dapr calls.
 //! - `config`: settings from WASI environment variables, with defaults for a Dapr sidecar.
 //! - `error`: the one JSON error type every failure becomes.
 
@@ -12,6 +13,7 @@ pub mod dapr;
 pub mod error;
 pub mod messages;
 pub mod routes;
+pub mod trace;
 pub mod transport;
 
 /// The wasi:http entry point: every request goes through the router, which calls the

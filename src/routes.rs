@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::dapr::DaprClient;
 use crate::error::{json_response, ApiError};
 use crate::messages::{parse_cloud_event, validate_user_id, Messages, NewMessage};
+use crate::trace::{trace_id, TraceContext};
 use crate::transport::Transport;
 
 /// Edit this and save: `tilt up` puts the new text on `GET /` in seconds.
@@ -51,13 +52,15 @@ where
     T: Transport + Clone + 'static,
     C: Fn() -> Result<Config, ApiError> + 'static,
 {
-    let load = Rc::new(move || {
+    // Each request's App passes the request's trace context on to its Dapr calls.
+    let load = Rc::new(move |request: &Request| {
         let config = load_config()?;
-        Ok::<_, ApiError>(App { dapr: DaprClient::new(transport.clone(), &config), config })
+        let trace = TraceContext::from_headers(|name| header(request, name));
+        Ok::<_, ApiError>(App { dapr: DaprClient::new(transport.clone(), &config).with_trace(trace), config })
     });
     let with_app = |handler: Handler<T>| {
         let load = load.clone();
-        move |request: Request, params: Params| handler(&load()?, request, params)
+        move |request: Request, params: Params| handler(&load(&request)?, request, params)
     };
 
     let mut router = Router::new();
@@ -137,14 +140,15 @@ fn dapr_subscribe<T: Transport>(app: &App<T>, _: Request, _: Params) -> Result<R
 /// that cannot be parsed will never parse, so it is dropped (and logged), not retried.
 fn receive_event<T: Transport>(app: &App<T>, request: Request, _: Params) -> Result<Response, ApiError> {
     if let Some(token) = &app.config.app_api_token {
-        let sent = request.header("dapr-api-token").and_then(|v| v.as_str());
-        if sent != Some(token.as_str()) {
+        if header(&request, "dapr-api-token") != Some(token.as_str()) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong dapr-api-token"));
         }
     }
     let status = match parse_cloud_event(request.body()) {
         Ok(event) => {
-            println!("Received event: user_id={:?} message={:?} id={}", event.user_id, event.message, event.id);
+            // The trace id Dapr delivers with the event: the publishing request's trace.
+            let trace = header(&request, "traceparent").and_then(trace_id).map(|id| format!(" trace_id={id}")).unwrap_or_default();
+            println!("Received event: user_id={:?} message={:?} id={}{trace}", event.user_id, event.message, event.id);
             "SUCCESS"
         }
         Err(why) => {
@@ -186,7 +190,7 @@ fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
             format!("body is {} bytes; at most {MAX_BODY_BYTES} are allowed", body.len()),
         ));
     }
-    let content_type = request.header("content-type").and_then(|v| v.as_str()).unwrap_or("");
+    let content_type = header(request, "content-type").unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
@@ -198,6 +202,11 @@ fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
         return Err(ApiError::bad_request("send user_id and message either in the query or in the JSON body, not both"));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// A request header's value, when it is text.
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.header(name).and_then(|v| v.as_str())
 }
 
 /// Splits an `application/x-www-form-urlencoded` query into decoded pairs.
@@ -293,6 +302,16 @@ mod tests {
         let event = dapr.json_sent(2);
         assert_eq!((event["user_id"].clone(), event["message"].clone(), event["id"].clone()), (json!("junaid"), json!("Hello Dapr!"), json!(1)));
         assert_eq!(event["created_at"], body["message"]["created_at"]);
+    }
+
+    #[test]
+    fn the_requests_trace_context_goes_on_each_of_its_dapr_calls() {
+        let dapr = accepting();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (status, _) = call(&dapr, Method::Post, "/messages?user_id=ann&message=m", &[("traceparent", parent), ("tracestate", "a=1")], "");
+        assert_eq!(status, 201);
+        assert_eq!(dapr.sent.borrow().len(), 3);
+        assert!(dapr.sent.borrow().iter().all(|r| r.headers()["traceparent"] == parent && r.headers()["tracestate"] == "a=1"));
     }
 
     #[test]

@@ -90,6 +90,16 @@ impl Stack {
     }
 
     pub fn start_with_env(app_env: &[(&str, &str)]) -> Stack {
+        Stack::start_with(app_env, None)
+    }
+
+    /// With daprd tracing every call (scripts/dapr/tracing.yaml: sampling 1) to a Zipkin
+    /// endpoint on `zipkin_port`.
+    pub fn start_traced(zipkin_port: u16) -> Stack {
+        Stack::start_with(&[], Some(zipkin_port))
+    }
+
+    fn start_with(app_env: &[(&str, &str)], zipkin_port: Option<u16>) -> Stack {
         let dir = scratch_dir();
         fs::create_dir_all(dir.join("components")).unwrap();
         let (redis_port, dapr_http_port, app_port) = (free_port(), free_port(), free_port());
@@ -105,7 +115,7 @@ impl Stack {
         let dapr_endpoint = format!("http://127.0.0.1:{dapr_http_port}");
         let host = start_host(&dir, app_port, &[&[("DAPR_HTTP_ENDPOINT", dapr_endpoint.as_str())], app_env].concat());
 
-        let dapr_args = vec![
+        let mut dapr_args = vec![
             "--app-id".into(), APP_ID.into(),
             "--app-port".into(), app_port.to_string(),
             "--app-channel-address".into(), "127.0.0.1".into(),
@@ -117,6 +127,11 @@ impl Stack {
             "--resources-path".into(), dir.join("components").display().to_string(),
             "--log-level".into(), "info".into(),
         ];
+        if let Some(port) = zipkin_port {
+            let config = fs::read_to_string(repo().join("scripts/dapr/tracing.yaml")).unwrap().replace("localhost:9411", &format!("127.0.0.1:{port}"));
+            fs::write(dir.join("tracing.yaml"), config).unwrap();
+            dapr_args.extend(["--config".into(), dir.join("tracing.yaml").display().to_string()]);
+        }
         let mut stack = Stack { dir, redis_port, dapr_http_port, app_port, dapr_args, redis, daprd: None, host };
         stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
         stack.start_daprd();
@@ -351,7 +366,7 @@ fn parse_reply(raw: &[u8]) -> Option<Reply> {
     Some(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;
