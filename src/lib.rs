@@ -1,6 +1,8 @@
 //! dapr-spin-hello: the DACA "hello Dapr" message service as a Spin component.
 //!
 //! - `routes`: the HTTP API (a spin-sdk `Router`, handlers that read like the API docs).
+//! - `openapi`: `GET /openapi.json`, the API described (src/openapi.json).
+//! - `request`: reading a request's headers, query and JSON body.
 //! - `messages`: the message domain: validation, the bounded per-user history, events.
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
 //! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.
@@ -12,6 +14,8 @@ pub mod config;
 pub mod dapr;
 pub mod error;
 pub mod messages;
+pub mod openapi;
+pub mod request;
 pub mod routes;
 pub mod trace;
 pub mod transport;

@@ -9,11 +9,11 @@
 //! | `GET /dapr/subscribe` | the programmatic subscription Dapr reads at start-up |
 //! | `POST /events/message-updated` | Dapr delivers each event here |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness = the sidecar answers |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of all this (src/openapi.json) |
 
 use std::rc::Rc;
 
 use http::StatusCode;
-use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::{Params, Request, Response, Router};
 
@@ -21,6 +21,8 @@ use crate::config::Config;
 use crate::dapr::DaprClient;
 use crate::error::{json_response, ApiError};
 use crate::messages::{parse_cloud_event, validate_user_id, Messages, NewMessage};
+use crate::openapi;
+use crate::request::{header, message_fields, percent_decode};
 use crate::trace::{trace_id, TraceContext};
 use crate::transport::Transport;
 
@@ -28,8 +30,18 @@ use crate::transport::Transport;
 pub const GREETING: &str = "Hello from Dapr Spin!";
 /// Where Dapr delivers the topic's events (declared in `GET /dapr/subscribe`).
 pub const EVENT_ROUTE: &str = "/events/message-updated";
-/// A body larger than this is refused before it is parsed.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Every route, as the router writes its path, with its one method: for the 405 answers,
+/// and for the test that keeps /openapi.json true (src/openapi.rs).
+pub const ROUTES: [(&str, &str); 8] = [
+    ("/", "GET"),
+    ("/messages", "POST"),
+    ("/messages/:user_id", "GET"),
+    ("/dapr/subscribe", "GET"),
+    (EVENT_ROUTE, "POST"),
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+    ("/openapi.json", "GET"),
+];
 
 /// What one request needs: its settings and a client for the sidecar.
 pub struct App<T> {
@@ -71,17 +83,10 @@ where
     router.post(EVENT_ROUTE, with_app(receive_event));
     router.get("/healthz", healthz);
     router.get("/readyz", with_app(readyz));
+    router.get("/openapi.json", openapi::document);
 
     // A known path with another method gets 405 and `Allow`; any other path a JSON 404.
-    for (path, allow) in [
-        ("/", "GET"),
-        ("/messages", "POST"),
-        ("/messages/:user_id", "GET"),
-        ("/dapr/subscribe", "GET"),
-        (EVENT_ROUTE, "POST"),
-        ("/healthz", "GET"),
-        ("/readyz", "GET"),
-    ] {
+    for (path, allow) in ROUTES {
         router.any(path, move |_: Request, _: Params| ApiError::method_not_allowed(allow));
     }
     router.any("/*", |request: Request, _: Params| ApiError::not_found(format!("no route for {}", request.path())));
@@ -157,97 +162,6 @@ fn receive_event<T: Transport>(app: &App<T>, request: Request, _: Params) -> Res
         }
     };
     Ok(json_response(StatusCode::OK, &json!({ "status": status })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct MessageFields {
-    user_id: Option<String>,
-    message: Option<String>,
-}
-
-/// The fields come from the query (the course's curl: `Content-Type: application/json`
-/// and an empty body) or from a JSON body, never from both.
-fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
-    let mut from_query = MessageFields::default();
-    for (name, value) in parse_query(request.query())? {
-        let slot = match name.as_str() {
-            "user_id" => &mut from_query.user_id,
-            "message" => &mut from_query.message,
-            _ => continue,
-        };
-        if slot.replace(value).is_some() {
-            return Err(ApiError::bad_request(format!("{name} is given more than once")));
-        }
-    }
-
-    let body = request.body();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(from_query);
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is {} bytes; at most {MAX_BODY_BYTES} are allowed", body.len()),
-        ));
-    }
-    let content_type = header(request, "content-type").unwrap_or("");
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
-    if !media_type.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("a body must be JSON with Content-Type: application/json (got {content_type:?}); or send user_id and message in the query"),
-        ));
-    }
-    if from_query.user_id.is_some() || from_query.message.is_some() {
-        return Err(ApiError::bad_request("send user_id and message either in the query or in the JSON body, not both"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
-}
-
-/// A request header's value, when it is text.
-fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    request.header(name).and_then(|v| v.as_str())
-}
-
-/// Splits an `application/x-www-form-urlencoded` query into decoded pairs.
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(name, true)?, percent_decode(value, true)?))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes (and `+` as a space in a query); bad escapes and bytes that are
-/// not UTF-8 are the caller's error.
-fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                    ApiError::bad_request(format!("bad percent-escape in {text:?}"))
-                })?;
-                out.push(byte);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{text:?} does not decode to UTF-8")))
 }
 
 #[cfg(test)]
@@ -330,7 +244,7 @@ mod tests {
 
     #[test]
     fn bad_posts_get_their_error_and_call_no_dapr() {
-        let big = format!(r#"{{"user_id":"ann","message":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        let big = format!(r#"{{"user_id":"ann","message":"{}"}}"#, "x".repeat(crate::request::MAX_BODY_BYTES));
         for (uri, headers, body, status, says) in [
             ("/messages", vec![JSON], "", 400, "user_id is required"),
             ("/messages?user_id=ann", vec![JSON], "", 400, "message is required"),
