@@ -40,10 +40,13 @@ case ${1:-} in
       components=$(mktemp -d)
       for f in scripts/dapr/*.yaml; do sed "s/localhost:6379/localhost:$REDIS_PORT/" "$f" > "$components/$(basename "$f")"; done
     fi
+    # Spans to Zipkin when one answers on localhost:9411 (`dapr init` runs one there).
+    tracing=()
+    if (exec 3<>/dev/tcp/127.0.0.1/9411) 2>/dev/null; then tracing=(--config scripts/dapr/tracing.yaml); fi
     exec daprd --app-id dapr-spin-hello --app-port "$APP_PORT" --app-channel-address 127.0.0.1 \
       --dapr-http-port "$DAPR_HTTP_PORT" --dapr-grpc-port "${DAPR_GRPC_PORT:-50001}" \
       --metrics-port "${DAPR_METRICS_PORT:-9090}" --resources-path "$components" \
-      --log-level info
+      --log-level info ${tracing[@]+"${tracing[@]}"}
     ;;
   app)
     need_wasm

@@ -21,6 +21,9 @@ trap 'rm -f "$log"' EXIT
 echo "==> cargo test (unit tests, then the real-stack suite in tests/)"
 cargo test --quiet 2>&1 | tee -a "$log"
 
+echo "==> schema-driven fuzzing of /openapi.json against the real stack (tests/fuzz.rs: schemathesis, fixed seed)"
+cargo test --quiet --test fuzz -- --ignored --nocapture 2>&1 | tee -a "$log"
+
 echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image (tests/deploy)"
 python -m pytest -q tests/deploy 2>&1 | tee -a "$log"
 

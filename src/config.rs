@@ -2,11 +2,23 @@
 //! `wasmtime serve --env`), with defaults that match a Dapr sidecar. No Spin-only interface:
 //! the same component runs under Spin 3.6 (SpinKube), Spin 4 and `wasmtime serve`.
 
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
 use crate::error::ApiError;
+use crate::transport::TimeLimits;
 
 pub const DEFAULT_DAPR_HTTP_PORT: u16 = 3500;
-pub const DEFAULT_HISTORY_LIMIT: usize = 100;
-const MAX_HISTORY_LIMIT: usize = 10_000;
+pub const DEFAULT_HISTORY_LIMIT: u64 = 100;
+const HISTORY_LIMITS: RangeInclusive<u64> = 1..=10_000;
+/// Each sidecar call's limits, in ms. A local sidecar connects in well under a millisecond
+/// and answers a state call in a few; these leave room for a slow store without letting a
+/// stuck sidecar hold requests for long.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_BETWEEN_BYTES_TIMEOUT_MS: u64 = 5_000;
+/// Up to Spin's own default of 600 s.
+const TIMEOUTS_MS: RangeInclusive<u64> = 1..=600_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -21,6 +33,8 @@ pub struct Config {
     pub topic: String,
     /// How many of a user's newest messages are kept.
     pub history_limit: usize,
+    /// How long each sidecar call may wait.
+    pub time_limits: TimeLimits,
 }
 
 impl Config {
@@ -54,16 +68,23 @@ impl Config {
             (None, None) => format!("http://localhost:{DEFAULT_DAPR_HTTP_PORT}"),
         };
 
-        let history_limit = match get("MESSAGE_HISTORY_LIMIT") {
-            None => DEFAULT_HISTORY_LIMIT,
-            Some(raw) => match raw.parse::<usize>() {
-                Ok(n) if (1..=MAX_HISTORY_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(config_error(format!(
-                        "MESSAGE_HISTORY_LIMIT must be a whole number from 1 to {MAX_HISTORY_LIMIT}, got {raw:?}"
-                    )))
-                }
-            },
+        // A whole number from `range`, or `default` when unset.
+        let number = |name: &str, default: u64, range: RangeInclusive<u64>| -> Result<u64, ApiError> {
+            let Some(raw) = get(name) else { return Ok(default) };
+            match raw.parse::<u64>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(config_error(format!(
+                    "{name} must be a whole number from {} to {}, got {raw:?}",
+                    range.start(),
+                    range.end()
+                ))),
+            }
+        };
+        let millis = |name: &str, default: u64| number(name, default, TIMEOUTS_MS).map(Duration::from_millis);
+        let time_limits = TimeLimits {
+            connect: millis("DAPR_CONNECT_TIMEOUT_MS", DEFAULT_CONNECT_TIMEOUT_MS)?,
+            first_byte: millis("DAPR_FIRST_BYTE_TIMEOUT_MS", DEFAULT_FIRST_BYTE_TIMEOUT_MS)?,
+            between_bytes: millis("DAPR_BETWEEN_BYTES_TIMEOUT_MS", DEFAULT_BETWEEN_BYTES_TIMEOUT_MS)?,
         };
 
         Ok(Config {
@@ -73,7 +94,8 @@ impl Config {
             state_store: name_or("STATESTORE_NAME", "statestore")?,
             pubsub: name_or("PUBSUB_NAME", "pubsub")?,
             topic: name_or("PUBSUB_TOPIC", "message-updated")?,
-            history_limit,
+            history_limit: number("MESSAGE_HISTORY_LIMIT", DEFAULT_HISTORY_LIMIT, HISTORY_LIMITS)? as usize,
+            time_limits,
         })
     }
 }
@@ -99,6 +121,8 @@ mod tests {
         assert_eq!((c.state_store.as_str(), c.pubsub.as_str(), c.topic.as_str()), ("statestore", "pubsub", "message-updated"));
         assert_eq!(c.history_limit, 100);
         assert_eq!((c.dapr_api_token, c.app_api_token), (None, None));
+        let ms = Duration::from_millis;
+        assert_eq!(c.time_limits, TimeLimits { connect: ms(2_000), first_byte: ms(5_000), between_bytes: ms(5_000) });
     }
 
     #[test]
@@ -113,6 +137,13 @@ mod tests {
     }
 
     #[test]
+    fn time_limits_in_milliseconds() {
+        let c = config(&[("DAPR_CONNECT_TIMEOUT_MS", "250"), ("DAPR_FIRST_BYTE_TIMEOUT_MS", "1500"), ("DAPR_BETWEEN_BYTES_TIMEOUT_MS", "600000")]).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(c.time_limits, TimeLimits { connect: ms(250), first_byte: ms(1_500), between_bytes: ms(600_000) });
+    }
+
+    #[test]
     fn bad_values_are_named_in_the_error() {
         for (name, value) in [
             ("DAPR_HTTP_PORT", "abc"),
@@ -121,6 +152,9 @@ mod tests {
             ("MESSAGE_HISTORY_LIMIT", "0"),
             ("MESSAGE_HISTORY_LIMIT", "many"),
             ("STATESTORE_NAME", "state/store"),
+            ("DAPR_CONNECT_TIMEOUT_MS", "0"),
+            ("DAPR_FIRST_BYTE_TIMEOUT_MS", "2s"),
+            ("DAPR_BETWEEN_BYTES_TIMEOUT_MS", "600001"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.status, 500);

@@ -1,6 +1,6 @@
 //! The Dapr sidecar's HTTP API, one function per call, each showing its method and URL
-//! (like dapr/quickstarts). Requests and responses are plain `http` types behind the
-//! `Transport` seam: the component sends them over wasi:http, unit tests script answers.
+//! (like dapr/quickstarts). Requests and responses are plain `http` types sent through a
+//! `Transport` (src/transport.rs).
 
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
@@ -8,28 +8,8 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::ApiError;
-
-/// Sends one request to the sidecar. `Err` means no HTTP answer came back at all
-/// (connection refused, reset, ...), which is different from Dapr answering an error.
-pub trait Transport {
-    fn send(&self, request: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, String>;
-}
-
-/// The real transport: a wasi:http outgoing request, as Spin and `wasmtime serve` provide.
-#[derive(Clone, Copy)]
-pub struct WasiHttp;
-
-impl Transport for WasiHttp {
-    fn send(&self, request: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, String> {
-        let response: spin_sdk::http::Response =
-            spin_sdk::http::run(spin_sdk::http::send(request)).map_err(|e| e.to_string())?;
-        let mut reply = Response::builder().status(*response.status());
-        for (name, value) in response.headers() {
-            reply = reply.header(name, value.as_bytes());
-        }
-        reply.body(response.into_body()).map_err(|e| e.to_string())
-    }
-}
+use crate::trace::TraceContext;
+use crate::transport::{SendFailure, TimeLimits, Transport};
 
 /// A value read from the state store, with the ETag that a conditional write must present.
 #[derive(Debug, PartialEq)]
@@ -49,11 +29,26 @@ pub struct DaprClient<T> {
     transport: T,
     base_url: String,
     api_token: Option<String>,
+    time_limits: TimeLimits,
+    /// The incoming request's W3C trace context, sent on with every call.
+    trace: Option<TraceContext>,
 }
 
 impl<T: Transport> DaprClient<T> {
     pub fn new(transport: T, config: &Config) -> Self {
-        DaprClient { transport, base_url: config.dapr_url.clone(), api_token: config.dapr_api_token.clone() }
+        DaprClient {
+            transport,
+            base_url: config.dapr_url.clone(),
+            api_token: config.dapr_api_token.clone(),
+            time_limits: config.time_limits,
+            trace: None,
+        }
+    }
+
+    /// Sends `trace` (the incoming request's trace context) with every call, so that Dapr
+    /// links its spans for them into the caller's trace.
+    pub fn with_trace(self, trace: Option<TraceContext>) -> Self {
+        DaprClient { trace, ..self }
     }
 
     /// `GET /v1.0/state/{store}/{key}`: 200 with the value and an ETag, or 204 when the key is missing.
@@ -114,7 +109,8 @@ impl<T: Transport> DaprClient<T> {
     /// `GET /v1.0/healthz/outbound`: 204 once the sidecar's components are ready for the app's calls.
     pub fn outbound_health(&self) -> Result<(), ApiError> {
         let url = format!("{}/v1.0/healthz/outbound", self.base_url);
-        let response = self.call(Method::GET, &url, None)?;
+        // Not ready, whatever the reason: readiness answers 503 and keeps the reason.
+        let response = self.call(Method::GET, &url, None).map_err(|e| ApiError { status: StatusCode::SERVICE_UNAVAILABLE, ..e })?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -130,6 +126,9 @@ impl<T: Transport> DaprClient<T> {
         if let Some(token) = &self.api_token {
             request = request.header("dapr-api-token", token);
         }
+        for (name, value) in self.trace.iter().flat_map(TraceContext::headers) {
+            request = request.header(name, value);
+        }
         let body = match json_body {
             Some(body) => {
                 request = request.header("content-type", "application/json");
@@ -140,12 +139,39 @@ impl<T: Transport> DaprClient<T> {
         let request = request
             .body(body)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot build the request to {url}: {e}")))?;
-        self.transport.send(request).map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Dapr sidecar at {} is unreachable: {e}", self.base_url),
-            )
-        })
+        self.transport.send(request, &self.time_limits).map_err(|failure| self.no_answer(failure))
+    }
+
+    /// No HTTP answer: 503 for an outage (worth a retry); 504 when a time limit ran out; 500
+    /// when the host refused the call, since that is the deployment's configuration and no
+    /// retry will change it.
+    fn no_answer(&self, failure: SendFailure) -> ApiError {
+        let base = &self.base_url;
+        match failure {
+            SendFailure::Denied => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the wasm host denied the call to the Dapr sidecar at {base}: it is not in the component's \
+                     allowed_outbound_hosts (spin.toml). spin.toml allows localhost and 127.0.0.1 on the Spin variable \
+                     dapr_http_port (default 3500): to move the port, set SPIN_VARIABLE_DAPR_HTTP_PORT (or the SpinApp's \
+                     variables) and DAPR_HTTP_PORT (spin up --env) to the same value; for another host, add it to \
+                     allowed_outbound_hosts"
+                ),
+            ),
+            SendFailure::TimedOut(why) => {
+                let TimeLimits { connect, first_byte, between_bytes } = self.time_limits;
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "Dapr sidecar at {base} did not answer in time ({why}; limits: connect {connect:?}, \
+                         first byte {first_byte:?}, between bytes {between_bytes:?})"
+                    ),
+                )
+            }
+            SendFailure::Unreachable(why) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Dapr sidecar at {base} is unreachable: {why}"))
+            }
+        }
     }
 }
 
@@ -177,63 +203,10 @@ pub fn encode_path_segment(segment: &str) -> String {
     out
 }
 
-/// A scripted sidecar for unit tests of pure logic: it answers from a list and records
-/// what was sent. The contract with the real daprd is tested in tests/ against daprd.
-#[cfg(test)]
-pub(crate) mod scripted {
-    use super::*;
-    use std::cell::RefCell;
-    use std::collections::VecDeque;
-    use std::rc::Rc;
-
-    #[derive(Default)]
-    pub struct Scripted {
-        answers: RefCell<VecDeque<Result<Response<Vec<u8>>, String>>>,
-        pub sent: RefCell<Vec<Request<Vec<u8>>>>,
-    }
-
-    impl Scripted {
-        pub fn new() -> Rc<Scripted> {
-            Rc::new(Scripted::default())
-        }
-
-        pub fn answer(self: &Rc<Self>, status: u16, headers: &[(&str, &str)], body: &str) -> Rc<Self> {
-            let mut response = Response::builder().status(status);
-            for (name, value) in headers {
-                response = response.header(*name, *value);
-            }
-            self.answers.borrow_mut().push_back(Ok(response.body(body.as_bytes().to_vec()).unwrap()));
-            self.clone()
-        }
-
-        pub fn refuse(self: &Rc<Self>) -> Rc<Self> {
-            self.answers.borrow_mut().push_back(Err("connection refused".into()));
-            self.clone()
-        }
-
-        /// The JSON body of the n-th request sent.
-        pub fn json_sent(&self, n: usize) -> serde_json::Value {
-            serde_json::from_slice(self.sent.borrow()[n].body()).unwrap()
-        }
-
-        pub fn calls(&self) -> Vec<String> {
-            self.sent.borrow().iter().map(|r| format!("{} {}", r.method(), r.uri())).collect()
-        }
-    }
-
-    impl Transport for Rc<Scripted> {
-        fn send(&self, request: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, String> {
-            let answer = self.answers.borrow_mut().pop_front();
-            self.sent.borrow_mut().push(request);
-            answer.expect("the test scripted fewer answers than the code made calls")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::scripted::Scripted;
     use super::*;
+    use crate::transport::scripted::Scripted;
 
     fn client(transport: std::rc::Rc<Scripted>, token: Option<&str>) -> DaprClient<std::rc::Rc<Scripted>> {
         let mut config = Config::from_lookup(|_| None).unwrap();
@@ -308,6 +281,44 @@ mod tests {
     }
 
     #[test]
+    fn a_call_the_host_denied_is_500_naming_the_fix() {
+        let dapr = Scripted::new().fail(SendFailure::Denied);
+        let err = client(dapr, None).get_state("statestore", "ann").unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        for says in ["denied", "http://localhost:3500", "allowed_outbound_hosts", "SPIN_VARIABLE_DAPR_HTTP_PORT", "DAPR_HTTP_PORT"] {
+            assert!(err.message.contains(says), "{err} should say {says}");
+        }
+        assert!(!err.message.contains("unreachable"), "{err}");
+    }
+
+    #[test]
+    fn a_sidecar_that_does_not_answer_in_time_is_504() {
+        let dapr = Scripted::new().fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
+        let err = client(dapr, None).publish("pubsub", "t", &json!({})).unwrap_err();
+        assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(err.message.contains("did not answer in time (ErrorCode::ConnectionReadTimeout; limits: connect 2s, first byte 5s"), "{err}");
+    }
+
+    #[test]
+    fn every_call_carries_the_configured_time_limits() {
+        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "");
+        let config = Config::from_lookup(|name| (name == "DAPR_FIRST_BYTE_TIMEOUT_MS").then(|| "750".to_string())).unwrap();
+        let client = DaprClient::new(dapr.clone(), &config);
+        client.get_state("statestore", "ann").unwrap();
+        client.outbound_health().unwrap();
+        assert_eq!(*dapr.limits.borrow(), [config.time_limits; 2]);
+        assert_eq!(config.time_limits.first_byte, std::time::Duration::from_millis(750));
+    }
+
+    #[test]
+    fn readiness_is_503_whatever_kept_the_sidecar_from_answering() {
+        for failure in [SendFailure::Denied, SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into())] {
+            let err = client(Scripted::new().fail(failure.clone()), None).outbound_health().unwrap_err();
+            assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE, "{failure:?}");
+        }
+    }
+
+    #[test]
     fn state_value_that_is_not_json_is_502() {
         let dapr = Scripted::new().answer(200, &[], "not json");
         assert_eq!(client(dapr, None).get_state("statestore", "ann").unwrap_err().status, StatusCode::BAD_GATEWAY);
@@ -329,6 +340,25 @@ mod tests {
         client.publish("pubsub", "t", &json!({})).unwrap();
         client.outbound_health().unwrap();
         assert!(dapr.sent.borrow().iter().all(|r| r.headers()["dapr-api-token"] == "s3cret"));
+    }
+
+    #[test]
+    fn the_trace_context_goes_on_every_call() {
+        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "");
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceContext::from_headers(|name| match name {
+            "traceparent" => Some(parent),
+            "tracestate" => Some("congo=t61rcWkgMzE"),
+            _ => None,
+        });
+        let client = client(dapr.clone(), None).with_trace(trace);
+        client.get_state("statestore", "ann").unwrap();
+        client.save_state_first_write("statestore", "ann", &json!(1), None).unwrap();
+        client.publish("pubsub", "t", &json!({})).unwrap();
+        for request in dapr.sent.borrow().iter() {
+            assert_eq!(request.headers()["traceparent"], parent, "{}", request.uri());
+            assert_eq!(request.headers()["tracestate"], "congo=t61rcWkgMzE", "{}", request.uri());
+        }
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! dapr-spin-hello: the DACA "hello Dapr" message service as a Spin component.
 //!
 //! - `routes`: the HTTP API (a spin-sdk `Router`, handlers that read like the API docs).
+//! - `openapi`: `GET /openapi.json`, the API described (src/openapi.json).
+//! - `request`: reading a request's headers, query and JSON body.
 //! - `messages`: the message domain: validation, the bounded per-user history, events.
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
+//! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.
+//! - `trace`: the W3C trace context passed on from each request to its Dapr calls.
 //! - `config`: settings from WASI environment variables, with defaults for a Dapr sidecar.
 //! - `error`: the one JSON error type every failure becomes.
 
@@ -10,7 +14,11 @@ pub mod config;
 pub mod dapr;
 pub mod error;
 pub mod messages;
+pub mod openapi;
+pub mod request;
 pub mod routes;
+pub mod trace;
+pub mod transport;
 
 /// The wasi:http entry point: every request goes through the router, which calls the
 /// Dapr sidecar over wasi:http outgoing requests. Only on wasm: natively (`cargo test`)
@@ -18,5 +26,5 @@ pub mod routes;
 #[cfg(target_arch = "wasm32")]
 #[spin_sdk::http_component]
 fn handle(request: spin_sdk::http::Request) -> spin_sdk::http::Response {
-    routes::router(dapr::WasiHttp, config::Config::from_env).handle(request)
+    routes::router(transport::WasiHttp, config::Config::from_env).handle(request)
 }

@@ -8,8 +8,9 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::dapr::{DaprClient, SaveOutcome, Transport};
+use crate::dapr::{DaprClient, SaveOutcome};
 use crate::error::ApiError;
+use crate::transport::Transport;
 
 pub const MAX_USER_ID_BYTES: usize = 128;
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -81,7 +82,9 @@ impl NewMessage {
 }
 
 /// A user id is a state store key: non-empty, at most 128 bytes, no `||` (Dapr's key
-/// separator), no `/` and no control characters.
+/// separator), no `/` and no control characters, and not `.` or `..`: the key is a path
+/// segment of the sidecar's URL, and Dapr's HTTP server removes those two as dot-segments
+/// (`/v1.0/state/statestore/..` never reaches the state API), so they could not be stored.
 pub fn validate_user_id(user_id: Option<&str>) -> Result<&str, ApiError> {
     let user_id = match user_id {
         Some(id) if !id.trim().is_empty() => id,
@@ -98,6 +101,11 @@ pub fn validate_user_id(user_id: Option<&str>) -> Result<&str, ApiError> {
     }
     if user_id.contains('/') || user_id.chars().any(char::is_control) {
         return Err(ApiError::bad_request("user_id must not contain '/' or control characters"));
+    }
+    if user_id == "." || user_id == ".." {
+        return Err(ApiError::bad_request(
+            "user_id must not be '.' or '..': Dapr's HTTP API takes the key as a URL path segment and removes those",
+        ));
     }
     Ok(user_id)
 }
@@ -227,7 +235,7 @@ pub fn rfc3339_utc(since_epoch: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dapr::scripted::Scripted;
+    use crate::transport::scripted::Scripted;
     use serde_json::json;
 
     fn config() -> Config {
@@ -244,7 +252,7 @@ mod tests {
     fn each_bad_input_has_its_error() {
         let long_id = "u".repeat(MAX_USER_ID_BYTES + 1);
         let long_text = "m".repeat(MAX_MESSAGE_BYTES + 1);
-        let cases: [(Option<&str>, Option<&str>, u16, &str); 10] = [
+        let cases: [(Option<&str>, Option<&str>, u16, &str); 12] = [
             (None, Some("hi"), 400, "user_id is required"),
             (Some("  "), Some("hi"), 400, "user_id is required"),
             (Some("ann"), None, 400, "message is required"),
@@ -255,6 +263,8 @@ mod tests {
             (Some("a\nb"), Some("hi"), 400, "control"),
             (Some("ann"), Some(&long_text), 413, "at most 4096"),
             (Some("a\u{7f}b"), Some("hi"), 400, "control"),
+            (Some("."), Some("hi"), 400, "'.' or '..'"),
+            (Some(".."), Some("hi"), 400, "'.' or '..'"),
         ];
         for (user_id, message, status, says) in cases {
             let err = NewMessage::parse(user_id.map(Into::into), message.map(Into::into)).unwrap_err();

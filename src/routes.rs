@@ -9,25 +9,39 @@
 //! | `GET /dapr/subscribe` | the programmatic subscription Dapr reads at start-up |
 //! | `POST /events/message-updated` | Dapr delivers each event here |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness = the sidecar answers |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of all this (src/openapi.json) |
 
 use std::rc::Rc;
 
 use http::StatusCode;
-use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::{Params, Request, Response, Router};
 
 use crate::config::Config;
-use crate::dapr::{DaprClient, Transport};
+use crate::dapr::DaprClient;
 use crate::error::{json_response, ApiError};
 use crate::messages::{parse_cloud_event, validate_user_id, Messages, NewMessage};
+use crate::openapi;
+use crate::request::{header, message_fields, percent_decode};
+use crate::trace::{trace_id, TraceContext};
+use crate::transport::Transport;
 
 /// Edit this and save: `tilt up` puts the new text on `GET /` in seconds.
 pub const GREETING: &str = "Hello from Dapr Spin!";
 /// Where Dapr delivers the topic's events (declared in `GET /dapr/subscribe`).
 pub const EVENT_ROUTE: &str = "/events/message-updated";
-/// A body larger than this is refused before it is parsed.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Every route, as the router writes its path, with its one method: for the 405 answers,
+/// and for the test that keeps /openapi.json true (src/openapi.rs).
+pub const ROUTES: [(&str, &str); 8] = [
+    ("/", "GET"),
+    ("/messages", "POST"),
+    ("/messages/:user_id", "GET"),
+    ("/dapr/subscribe", "GET"),
+    (EVENT_ROUTE, "POST"),
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+    ("/openapi.json", "GET"),
+];
 
 /// What one request needs: its settings and a client for the sidecar.
 pub struct App<T> {
@@ -50,13 +64,15 @@ where
     T: Transport + Clone + 'static,
     C: Fn() -> Result<Config, ApiError> + 'static,
 {
-    let load = Rc::new(move || {
+    // Each request's App passes the request's trace context on to its Dapr calls.
+    let load = Rc::new(move |request: &Request| {
         let config = load_config()?;
-        Ok::<_, ApiError>(App { dapr: DaprClient::new(transport.clone(), &config), config })
+        let trace = TraceContext::from_headers(|name| header(request, name));
+        Ok::<_, ApiError>(App { dapr: DaprClient::new(transport.clone(), &config).with_trace(trace), config })
     });
     let with_app = |handler: Handler<T>| {
         let load = load.clone();
-        move |request: Request, params: Params| handler(&load()?, request, params)
+        move |request: Request, params: Params| handler(&load(&request)?, request, params)
     };
 
     let mut router = Router::new();
@@ -67,17 +83,10 @@ where
     router.post(EVENT_ROUTE, with_app(receive_event));
     router.get("/healthz", healthz);
     router.get("/readyz", with_app(readyz));
+    router.get("/openapi.json", openapi::document);
 
     // A known path with another method gets 405 and `Allow`; any other path a JSON 404.
-    for (path, allow) in [
-        ("/", "GET"),
-        ("/messages", "POST"),
-        ("/messages/:user_id", "GET"),
-        ("/dapr/subscribe", "GET"),
-        (EVENT_ROUTE, "POST"),
-        ("/healthz", "GET"),
-        ("/readyz", "GET"),
-    ] {
+    for (path, allow) in ROUTES {
         router.any(path, move |_: Request, _: Params| ApiError::method_not_allowed(allow));
     }
     router.any("/*", |request: Request, _: Params| ApiError::not_found(format!("no route for {}", request.path())));
@@ -136,14 +145,15 @@ fn dapr_subscribe<T: Transport>(app: &App<T>, _: Request, _: Params) -> Result<R
 /// that cannot be parsed will never parse, so it is dropped (and logged), not retried.
 fn receive_event<T: Transport>(app: &App<T>, request: Request, _: Params) -> Result<Response, ApiError> {
     if let Some(token) = &app.config.app_api_token {
-        let sent = request.header("dapr-api-token").and_then(|v| v.as_str());
-        if sent != Some(token.as_str()) {
+        if header(&request, "dapr-api-token") != Some(token.as_str()) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong dapr-api-token"));
         }
     }
     let status = match parse_cloud_event(request.body()) {
         Ok(event) => {
-            println!("Received event: user_id={:?} message={:?} id={}", event.user_id, event.message, event.id);
+            // The trace id Dapr delivers with the event: the publishing request's trace.
+            let trace = header(&request, "traceparent").and_then(trace_id).map(|id| format!(" trace_id={id}")).unwrap_or_default();
+            println!("Received event: user_id={:?} message={:?} id={}{trace}", event.user_id, event.message, event.id);
             "SUCCESS"
         }
         Err(why) => {
@@ -154,96 +164,10 @@ fn receive_event<T: Transport>(app: &App<T>, request: Request, _: Params) -> Res
     Ok(json_response(StatusCode::OK, &json!({ "status": status })))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct MessageFields {
-    user_id: Option<String>,
-    message: Option<String>,
-}
-
-/// The fields come from the query (the course's curl: `Content-Type: application/json`
-/// and an empty body) or from a JSON body, never from both.
-fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
-    let mut from_query = MessageFields::default();
-    for (name, value) in parse_query(request.query())? {
-        let slot = match name.as_str() {
-            "user_id" => &mut from_query.user_id,
-            "message" => &mut from_query.message,
-            _ => continue,
-        };
-        if slot.replace(value).is_some() {
-            return Err(ApiError::bad_request(format!("{name} is given more than once")));
-        }
-    }
-
-    let body = request.body();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(from_query);
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is {} bytes; at most {MAX_BODY_BYTES} are allowed", body.len()),
-        ));
-    }
-    let content_type = request.header("content-type").and_then(|v| v.as_str()).unwrap_or("");
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
-    if !media_type.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("a body must be JSON with Content-Type: application/json (got {content_type:?}); or send user_id and message in the query"),
-        ));
-    }
-    if from_query.user_id.is_some() || from_query.message.is_some() {
-        return Err(ApiError::bad_request("send user_id and message either in the query or in the JSON body, not both"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
-}
-
-/// Splits an `application/x-www-form-urlencoded` query into decoded pairs.
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(name, true)?, percent_decode(value, true)?))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes (and `+` as a space in a query); bad escapes and bytes that are
-/// not UTF-8 are the caller's error.
-fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                    ApiError::bad_request(format!("bad percent-escape in {text:?}"))
-                })?;
-                out.push(byte);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{text:?} does not decode to UTF-8")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dapr::scripted::Scripted;
+    use crate::transport::scripted::Scripted;
     use spin_sdk::http::Method;
     use std::rc::Rc;
 
@@ -295,6 +219,16 @@ mod tests {
     }
 
     #[test]
+    fn the_requests_trace_context_goes_on_each_of_its_dapr_calls() {
+        let dapr = accepting();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (status, _) = call(&dapr, Method::Post, "/messages?user_id=ann&message=m", &[("traceparent", parent), ("tracestate", "a=1")], "");
+        assert_eq!(status, 201);
+        assert_eq!(dapr.sent.borrow().len(), 3);
+        assert!(dapr.sent.borrow().iter().all(|r| r.headers()["traceparent"] == parent && r.headers()["tracestate"] == "a=1"));
+    }
+
+    #[test]
     fn post_by_json_body() {
         let dapr = accepting();
         let (status, body) = call(&dapr, Method::Post, "/messages", &[("content-type", "application/json; charset=utf-8")], r#"{"user_id":"ann","message":"hi"}"#);
@@ -310,7 +244,7 @@ mod tests {
 
     #[test]
     fn bad_posts_get_their_error_and_call_no_dapr() {
-        let big = format!(r#"{{"user_id":"ann","message":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        let big = format!(r#"{{"user_id":"ann","message":"{}"}}"#, "x".repeat(crate::request::MAX_BODY_BYTES));
         for (uri, headers, body, status, says) in [
             ("/messages", vec![JSON], "", 400, "user_id is required"),
             ("/messages?user_id=ann", vec![JSON], "", 400, "message is required"),
@@ -360,6 +294,24 @@ mod tests {
         assert!(dapr.calls()[0].contains("/statestore/a%20b?"));
         let (status, _) = call(&Scripted::new(), Method::Get, "/messages/a%7C%7Cb", &[], "");
         assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn dot_segments_as_user_ids_are_400_before_any_dapr_call() {
+        for (method, uri) in [
+            (Method::Get, "/messages/."),
+            (Method::Get, "/messages/.."),
+            (Method::Get, "/messages/%2E%2E"),
+            (Method::Get, "/messages/%2e"),
+            (Method::Post, "/messages?user_id=..&message=m"),
+            (Method::Post, "/messages?user_id=%2E&message=m"),
+        ] {
+            let dapr = Scripted::new();
+            let (status, body) = call(&dapr, method, uri, &[], "");
+            assert_eq!(status, 400, "{uri}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("'.' or '..'"), "{uri}: {body}");
+            assert!(dapr.calls().is_empty(), "{uri} called Dapr");
+        }
     }
 
     #[test]

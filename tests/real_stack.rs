@@ -146,6 +146,11 @@ fn bad_inputs_get_their_error_and_write_nothing() {
         (format!("/messages?user_id=ann&message={long_message}"), vec![], String::new(), 413),
         ("/messages".into(), vec![JSON], "{not json".into(), 400),
         ("/messages".into(), vec![("content-type", "text/plain")], r#"{"user_id":"ann","message":"hi"}"#.into(), 415),
+        // Dot-segments: Dapr's HTTP server would remove them from the state URL (was a 502).
+        ("/messages?user_id=.&message=hi".into(), vec![], String::new(), 400),
+        ("/messages?user_id=..&message=hi".into(), vec![], String::new(), 400),
+        ("/messages?user_id=%2E%2E&message=hi".into(), vec![], String::new(), 400),
+        ("/messages".into(), vec![JSON], r#"{"user_id":"..","message":"hi"}"#.into(), 400),
     ];
     for (path, headers, body, status) in &cases {
         let reply = stack.call("POST", path, headers, body);
@@ -154,7 +159,15 @@ fn bad_inputs_get_their_error_and_write_nothing() {
     }
     // State keys are "<app-id>||<user_id>"; the only other key is the topic's stream.
     assert_eq!(stack.redis_command("KEYS dapr-spin-hello*"), "*0", "a bad request wrote state to Redis");
-    assert_eq!(stack.get("/messages/a%2Fb").status, 400);
+    for path in ["/messages/a%2Fb", "/messages/.", "/messages/..", "/messages/%2E%2E"] {
+        let reply = stack.get(path);
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+    }
+    // Other dotted ids are plain keys, stored and read back.
+    for user_id in ["a.b", "...", ".hidden"] {
+        assert_eq!(post(&stack, user_id, "dotted").status, 201, "{user_id}");
+        assert_eq!(stack.get(&format!("/messages/{user_id}")).json()["message"], "dotted", "{user_id}");
+    }
 }
 
 #[test]

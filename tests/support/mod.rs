@@ -90,8 +90,17 @@ impl Stack {
     }
 
     pub fn start_with_env(app_env: &[(&str, &str)]) -> Stack {
-        let dir = std::env::temp_dir().join(format!("dapr-spin-hello-e2e-{}-{}", std::process::id(), STACKS.fetch_add(1, Ordering::SeqCst)));
-        let _ = fs::remove_dir_all(&dir);
+        Stack::start_with(app_env, None)
+    }
+
+    /// With daprd tracing every call (scripts/dapr/tracing.yaml: sampling 1) to a Zipkin
+    /// endpoint on `zipkin_port`.
+    pub fn start_traced(zipkin_port: u16) -> Stack {
+        Stack::start_with(&[], Some(zipkin_port))
+    }
+
+    fn start_with(app_env: &[(&str, &str)], zipkin_port: Option<u16>) -> Stack {
+        let dir = scratch_dir();
         fs::create_dir_all(dir.join("components")).unwrap();
         let (redis_port, dapr_http_port, app_port) = (free_port(), free_port(), free_port());
 
@@ -103,21 +112,10 @@ impl Stack {
 
         let redis = start_redis(&dir, redis_port);
 
-        let mut host_args = vec![
-            "serve".to_string(),
-            "-Scli".to_string(),
-            "--addr".to_string(),
-            format!("127.0.0.1:{app_port}"),
-            "--env".to_string(),
-            format!("DAPR_HTTP_ENDPOINT=http://127.0.0.1:{dapr_http_port}"),
-        ];
-        for (name, value) in app_env {
-            host_args.extend(["--env".to_string(), format!("{name}={value}")]);
-        }
-        host_args.push(wasm_path().display().to_string());
-        let host = Process::start("wasmtime", &dir, "wasmtime", &host_args);
+        let dapr_endpoint = format!("http://127.0.0.1:{dapr_http_port}");
+        let host = start_host(&dir, app_port, &[&[("DAPR_HTTP_ENDPOINT", dapr_endpoint.as_str())], app_env].concat());
 
-        let dapr_args = vec![
+        let mut dapr_args = vec![
             "--app-id".into(), APP_ID.into(),
             "--app-port".into(), app_port.to_string(),
             "--app-channel-address".into(), "127.0.0.1".into(),
@@ -129,6 +127,11 @@ impl Stack {
             "--resources-path".into(), dir.join("components").display().to_string(),
             "--log-level".into(), "info".into(),
         ];
+        if let Some(port) = zipkin_port {
+            let config = fs::read_to_string(repo().join("scripts/dapr/tracing.yaml")).unwrap().replace("localhost:9411", &format!("127.0.0.1:{port}"));
+            fs::write(dir.join("tracing.yaml"), config).unwrap();
+            dapr_args.extend(["--config".into(), dir.join("tracing.yaml").display().to_string()]);
+        }
         let mut stack = Stack { dir, redis_port, dapr_http_port, app_port, dapr_args, redis, daprd: None, host };
         stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
         stack.start_daprd();
@@ -225,6 +228,62 @@ impl Drop for Stack {
     }
 }
 
+/// A fresh folder for one started stack's files and logs.
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dapr-spin-hello-e2e-{}-{}", std::process::id(), STACKS.fetch_add(1, Ordering::SeqCst)));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The built component under `wasmtime serve` on `port`, with `env` as its WASI environment.
+fn start_host(dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
+    let mut args = vec!["serve".to_string(), "-Scli".to_string(), "--addr".to_string(), format!("127.0.0.1:{port}")];
+    for (name, value) in env {
+        args.extend(["--env".to_string(), format!("{name}={value}")]);
+    }
+    args.push(wasm_path().display().to_string());
+    Process::start("wasmtime", dir, "wasmtime", &args)
+}
+
+/// The component alone under `wasmtime serve`, for tests that put their own server where
+/// the sidecar would be (`DAPR_HTTP_ENDPOINT` in `env`).
+pub struct Component {
+    pub port: u16,
+    dir: PathBuf,
+    host: Process,
+}
+
+impl Component {
+    pub fn start(env: &[(&str, &str)]) -> Component {
+        let dir = scratch_dir();
+        let port = free_port();
+        let mut host = start_host(&dir, port, env);
+        let start = Instant::now();
+        while !request(port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200) {
+            if let Some(status) = host.exited() {
+                panic!("wasmtime exited ({status}):\n{}", host.output());
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "the component did not start:\n{}", host.output());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Component { port, dir, host }
+    }
+
+    pub fn call(&self, method: &str, path: &str) -> Reply {
+        request(self.port, method, path, &[], "").unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.host.output()))
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.host.stop();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 fn start_redis(dir: &Path, port: u16) -> Process {
     // In memory only, like the course's dev Redis (and kubernetes/redis.yaml): a restart empties it.
     let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"]
@@ -307,7 +366,7 @@ fn parse_reply(raw: &[u8]) -> Option<Reply> {
     Some(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;
