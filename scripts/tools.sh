@@ -16,8 +16,8 @@ cache=${DAPR_SPIN_HELLO_CACHE:-$HOME/.cache/dapr-spin-hello}
 WASMTIME_VERSION=48.0.8
 # Only what `wasmtime serve` needs (plus the compile cache, the pooling allocator Spin uses,
 # and perf maps for profiling). `serve` alone does not compile: it needs `run` and
-# `component-model-async` too.
-WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-allocator,parallel-compilation,profiling
+# `component-model-async` too, and without clap/default its --help and errors say nothing.
+WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-allocator,parallel-compilation,profiling,clap/default
 go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
