@@ -1,7 +1,9 @@
 //! dapr-spin-hello: the DACA "hello Dapr" message service as a Spin component.
 //!
 //! - `routes`: the HTTP API (a spin-sdk `Router`, handlers that read like the API docs).
-//! - `messages`: the message domain: validation, the bounded per-user history, events.
+//! - `messages`: the message domain: validation, the bounded per-user history, the append
+//!   that stores a message and publishes its event in one transaction (Dapr's outbox).
+//! - `events`: the event, and the subscriber's check of each delivery (phantom, duplicate).
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
 //! - `config`: settings from WASI environment variables, with defaults for a Dapr sidecar.
 //! - `error`: the one JSON error type every failure becomes.
@@ -9,6 +11,7 @@
 pub mod config;
 pub mod dapr;
 pub mod error;
+pub mod events;
 pub mod messages;
 pub mod routes;
 
