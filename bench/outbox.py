@@ -31,38 +31,21 @@ import threading
 import time
 from pathlib import Path
 
-COMPONENTS = """apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {{name: statestore}}
-spec:
-  type: state.redis
-  version: v1
-  metadata:
-    - {{name: redisHost, value: "127.0.0.1:{state}"}}
-    - {{name: outboxPublishPubsub, value: pubsub}}
-    - {{name: outboxPublishTopic, value: message-updated}}
-    - {{name: outboxPubsub, value: {outbox_pubsub}}}
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {{name: pubsub}}
-spec:
-  type: pubsub.redis
-  version: v1
-  metadata:
-    - {{name: redisHost, value: "127.0.0.1:{pubsub}"}}
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {{name: outbox}}
-spec:
-  type: pubsub.redis
-  version: v1
-  metadata:
-    - {{name: redisHost, value: "127.0.0.1:{pubsub}"}}
-    - {{name: concurrency, value: "{concurrency}"}}
-    - {{name: queueDepth, value: "{concurrency}"}}
-"""
+def component(name, type, redis_port, **metadata):
+    """A Dapr component on the Redis at redis_port, as YAML."""
+    lines = [f'    - {{name: {key}, value: "{value}"}}' for key, value in {"redisHost": f"127.0.0.1:{redis_port}", **metadata}.items()]
+    return "\n".join(["apiVersion: dapr.io/v1alpha1", "kind: Component", f"metadata: {{name: {name}}}", "spec:",
+                      f"  type: {type}", "  version: v1", "  metadata:", *lines]) + "\n"
+
+
+def components(state_port, pubsub_port, outbox_pubsub, concurrency):
+    """The state store with its outbox on `outbox_pubsub`, the app's pub/sub, and `outbox`."""
+    return "---\n".join([
+        component("statestore", "state.redis", state_port, outboxPublishPubsub="pubsub",
+                  outboxPublishTopic="message-updated", outboxPubsub=outbox_pubsub),
+        component("pubsub", "pubsub.redis", pubsub_port),
+        component("outbox", "pubsub.redis", pubsub_port, concurrency=concurrency, queueDepth=concurrency),
+    ])
 
 
 def free_port():
@@ -103,8 +86,8 @@ class Sidecar:
         self.dir, self.procs = Path(dir), []
         self.state_port, self.pubsub_port, app_port, self.port = free_port(), free_port(), free_port(), free_port()
         (self.dir / "components").mkdir()
-        (self.dir / "components/components.yaml").write_text(COMPONENTS.format(
-            state=self.state_port, pubsub=self.pubsub_port, outbox_pubsub=outbox_pubsub, concurrency=concurrency))
+        (self.dir / "components/components.yaml").write_text(
+            components(self.state_port, self.pubsub_port, outbox_pubsub, concurrency))
         self.state_redis, self.pubsub_redis = self.redis(self.state_port), self.redis(self.pubsub_port)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", app_port), Subscriber)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
