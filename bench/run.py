@@ -216,7 +216,7 @@ def measure_builds(crate, edits, env):
 def component_files(dest, redis_port, redis_db):
     """The repo's self-hosted Dapr components, on this run's Redis and database."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("statestore.yaml", "pubsub.yaml"):
+    for name in ("statestore.yaml", "pubsub.yaml", "outbox.yaml"):
         text = (REPO / "scripts/dapr" / name).read_text().replace("localhost:6379", f"127.0.0.1:{redis_port}")
         (dest / name).write_text(text.rstrip("\n") + f'\n    - name: redisDB\n      value: "{redis_db}"\n')
 

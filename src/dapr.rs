@@ -70,12 +70,14 @@ impl<T: Transport> DaprClient<T> {
 
     /// `POST /v1.0/state/{store}` with `concurrency: first-write`: the write lands only if the
     /// key still has `etag` (or, without one, does not exist yet), so no update is lost.
+    /// With `ttl_seconds`, the store deletes the key after that long (`ttlInSeconds`).
     pub fn save_state_first_write(
         &self,
         store: &str,
         key: &str,
         value: &impl Serialize,
         etag: Option<&str>,
+        ttl_seconds: Option<u32>,
     ) -> Result<SaveOutcome, ApiError> {
         let mut item = json!({
             "key": key,
@@ -84,6 +86,9 @@ impl<T: Transport> DaprClient<T> {
         });
         if let Some(etag) = etag {
             item["etag"] = json!(etag);
+        }
+        if let Some(ttl) = ttl_seconds {
+            item["metadata"] = json!({ "ttlInSeconds": ttl.to_string() });
         }
         let url = format!("{}/v1.0/state/{}", self.base_url, store);
         let response = self.call(Method::POST, &url, Some(json!([item])))?;
@@ -94,15 +99,38 @@ impl<T: Transport> DaprClient<T> {
         }
     }
 
-    /// `POST /v1.0/publish/{pubsub}/{topic}`: Dapr wraps the JSON in a CloudEvent.
-    pub fn publish(&self, pubsub: &str, topic: &str, event: &impl Serialize) -> Result<(), ApiError> {
-        let url = format!("{}/v1.0/publish/{}/{}", self.base_url, pubsub, topic);
-        let event = serde_json::to_value(event).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let response = self.call(Method::POST, &url, Some(event))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(dapr_error(&response, &format!("publishing to topic {topic} on pub/sub {pubsub}")))
+    /// `POST /v1.0/state/{store}/transaction` on a store with Dapr's outbox: writes `value`
+    /// under `key` if the key still has `etag`, and publishes `event` to the topic set in the
+    /// store's `outboxPublishTopic`, through the outbox, only once the transaction has run.
+    /// The `outbox.projection` operation is what is published instead of the stored value;
+    /// without `contentType: application/json` Dapr would publish it as Go's text of a map.
+    pub fn save_state_with_event(
+        &self,
+        store: &str,
+        key: &str,
+        value: &impl Serialize,
+        etag: &str,
+        event: &impl Serialize,
+    ) -> Result<SaveOutcome, ApiError> {
+        let operations = json!({ "operations": [
+            { "operation": "upsert", "request": {
+                "key": key,
+                "value": value,
+                "etag": etag,
+                "options": { "concurrency": "first-write", "consistency": "strong" },
+            }},
+            { "operation": "upsert", "request": {
+                "key": key,
+                "value": event,
+                "metadata": { "outbox.projection": "true", "contentType": "application/json" },
+            }},
+        ]});
+        let url = format!("{}/v1.0/state/{}/transaction", self.base_url, store);
+        let response = self.call(Method::POST, &url, Some(operations))?;
+        match response.status() {
+            s if s.is_success() => Ok(SaveOutcome::Saved),
+            StatusCode::CONFLICT => Ok(SaveOutcome::Conflict),
+            _ => Err(dapr_error(&response, &format!("saving key {key:?} with its event in state store {store}"))),
         }
     }
 
@@ -238,7 +266,7 @@ mod tests {
     #[test]
     fn save_sends_first_write_with_etag() {
         let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).save_state_first_write("statestore", "ann", &json!({"a": 1}), Some("3"));
+        let outcome = client(dapr.clone(), None).save_state_first_write("statestore", "ann", &json!({"a": 1}), Some("3"), None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
         assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore"]);
         assert_eq!(
@@ -252,14 +280,46 @@ mod tests {
     #[test]
     fn save_without_etag_sends_none() {
         let dapr = Scripted::new().answer(204, &[], "");
-        client(dapr.clone(), None).save_state_first_write("statestore", "ann", &json!(1), None).unwrap();
+        client(dapr.clone(), None).save_state_first_write("statestore", "ann", &json!(1), None, None).unwrap();
         assert!(dapr.json_sent(0)[0].get("etag").is_none());
+        assert!(dapr.json_sent(0)[0].get("metadata").is_none());
+    }
+
+    #[test]
+    fn save_with_ttl_asks_the_store_to_expire_the_key() {
+        let dapr = Scripted::new().answer(204, &[], "");
+        client(dapr.clone(), None).save_state_first_write("statestore", "k", &json!(1), None, Some(60)).unwrap();
+        assert_eq!(dapr.json_sent(0)[0]["metadata"], json!({"ttlInSeconds": "60"}));
+    }
+
+    #[test]
+    fn save_with_event_is_one_transaction_with_an_outbox_projection() {
+        let dapr = Scripted::new().answer(204, &[], "");
+        let outcome = client(dapr.clone(), None).save_state_with_event("statestore", "ann", &json!({"a": 1}), "3", &json!({"id": 1}));
+        assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
+        assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore/transaction"]);
+        assert_eq!(
+            dapr.json_sent(0),
+            json!({"operations": [
+                {"operation": "upsert", "request": {"key": "ann", "value": {"a": 1}, "etag": "3",
+                    "options": {"concurrency": "first-write", "consistency": "strong"}}},
+                {"operation": "upsert", "request": {"key": "ann", "value": {"id": 1},
+                    "metadata": {"outbox.projection": "true", "contentType": "application/json"}}},
+            ]})
+        );
+    }
+
+    #[test]
+    fn save_with_event_passes_on_the_transaction_error() {
+        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#);
+        let err = client(dapr, None).save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1)).unwrap_err();
+        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_PUBLISH_OUTBOX")));
     }
 
     #[test]
     fn save_409_is_a_conflict_not_an_error() {
         let dapr = Scripted::new().answer(409, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#);
-        let outcome = client(dapr, None).save_state_first_write("statestore", "ann", &json!(1), Some("1"));
+        let outcome = client(dapr, None).save_state_first_write("statestore", "ann", &json!(1), Some("1"), None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
     }
 
@@ -275,7 +335,7 @@ mod tests {
 
     #[test]
     fn unreachable_sidecar_is_503() {
-        let err = client(Scripted::new().refuse(), None).publish("pubsub", "t", &json!({})).unwrap_err();
+        let err = client(Scripted::new().refuse(), None).get_state("statestore", "ann").unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(err.message.contains("unreachable"), "{err}");
     }
@@ -294,7 +354,7 @@ mod tests {
     #[test]
     fn a_sidecar_that_does_not_answer_in_time_is_504() {
         let dapr = Scripted::new().fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
-        let err = client(dapr, None).publish("pubsub", "t", &json!({})).unwrap_err();
+        let err = client(dapr, None).save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap_err();
         assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
         assert!(err.message.contains("did not answer in time (ErrorCode::ConnectionReadTimeout; limits: connect 2s, first byte 5s"), "{err}");
     }
@@ -325,19 +385,11 @@ mod tests {
     }
 
     #[test]
-    fn publish_posts_json_to_the_topic() {
-        let dapr = Scripted::new().answer(204, &[], "");
-        client(dapr.clone(), None).publish("pubsub", "message-updated", &json!({"id": 1})).unwrap();
-        assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/publish/pubsub/message-updated"]);
-        assert_eq!(dapr.json_sent(0), json!({"id": 1}));
-    }
-
-    #[test]
     fn api_token_goes_on_every_call() {
         let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "");
         let client = client(dapr.clone(), Some("s3cret"));
         client.get_state("statestore", "ann").unwrap();
-        client.publish("pubsub", "t", &json!({})).unwrap();
+        client.save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap();
         client.outbound_health().unwrap();
         assert!(dapr.sent.borrow().iter().all(|r| r.headers()["dapr-api-token"] == "s3cret"));
     }
@@ -353,8 +405,8 @@ mod tests {
         });
         let client = client(dapr.clone(), None).with_trace(trace);
         client.get_state("statestore", "ann").unwrap();
-        client.save_state_first_write("statestore", "ann", &json!(1), None).unwrap();
-        client.publish("pubsub", "t", &json!({})).unwrap();
+        client.save_state_first_write("statestore", "ann", &json!(1), None, None).unwrap();
+        client.save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap();
         for request in dapr.sent.borrow().iter() {
             assert_eq!(request.headers()["traceparent"], parent, "{}", request.uri());
             assert_eq!(request.headers()["tracestate"], "congo=t61rcWkgMzE", "{}", request.uri());

@@ -3,7 +3,9 @@
 //! - `routes`: the HTTP API (a spin-sdk `Router`, handlers that read like the API docs).
 //! - `openapi`: `GET /openapi.json`, the API described (src/openapi.json).
 //! - `request`: reading a request's headers, query and JSON body.
-//! - `messages`: the message domain: validation, the bounded per-user history, events.
+//! - `messages`: the message domain: validation, the bounded per-user history, the append
+//!   that stores a message and publishes its event in one transaction (Dapr's outbox).
+//! - `events`: the event, and the subscriber's check of each delivery (phantom, duplicate).
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
 //! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.
 //! - `trace`: the W3C trace context passed on from each request to its Dapr calls.
@@ -13,6 +15,7 @@
 pub mod config;
 pub mod dapr;
 pub mod error;
+pub mod events;
 pub mod messages;
 pub mod openapi;
 pub mod request;

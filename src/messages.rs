@@ -1,6 +1,7 @@
 //! The message domain: what a valid message is, the bounded per-user history kept in the
-//! state store, the event published for each message, and the append that loses no write.
+//! state store, and the append that loses no write and publishes its event with it.
 
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::dapr::{DaprClient, SaveOutcome};
 use crate::error::ApiError;
 use crate::transport::Transport;
+use crate::events::MessageEvent;
 
 pub const MAX_USER_ID_BYTES: usize = 128;
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -33,28 +35,33 @@ pub struct History {
     pub next_id: u64,
     /// Oldest first, at most the configured limit.
     pub messages: Vec<StoredMessage>,
+    /// The write that stored each kept message, by message id: a random id per attempt,
+    /// which the message's event carries too, so that the subscriber can tell the event of a
+    /// write that landed from one whose transaction failed (events.rs). Not part of the API.
+    #[serde(default)]
+    pub write_ids: BTreeMap<u64, String>,
 }
 
 impl History {
-    /// Appends a message and drops the oldest beyond `limit`.
-    pub fn append(&mut self, text: String, created_at: String, limit: usize) -> StoredMessage {
+    /// Appends a message stored by write `write_id` and drops the oldest beyond `limit`.
+    pub fn append(&mut self, text: String, created_at: String, limit: usize, write_id: String) -> StoredMessage {
         self.next_id += 1;
         let id = self.next_id;
         let stored = StoredMessage { id, message: text, created_at };
         self.messages.push(stored.clone());
+        self.write_ids.insert(id, write_id);
         let excess = self.messages.len().saturating_sub(limit);
-        self.messages.drain(..excess);
+        for dropped in self.messages.drain(..excess) {
+            self.write_ids.remove(&dropped.id);
+        }
         stored
     }
-}
 
-/// The event published to the topic for each stored message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageEvent {
-    pub user_id: String,
-    pub message: String,
-    pub id: u64,
-    pub created_at: String,
+    /// Whether message `id` is kept, with this text, as stored by write `write_id`.
+    pub fn holds(&self, id: u64, text: &str, write_id: &str) -> bool {
+        let kept = self.messages.iter().any(|m| m.id == id && m.message == text);
+        kept && self.write_ids.get(&id).is_some_and(|w| w == write_id)
+    }
 }
 
 /// A validated request to store a message.
@@ -117,7 +124,7 @@ pub struct Messages<'a, T> {
 }
 
 impl<T: Transport> Messages<'_, T> {
-    /// The user's history, or `None` for a user with no messages.
+    /// The user's history with its ETag, or `None` when the key does not exist.
     pub fn history(&self, user_id: &str) -> Result<Option<(History, Option<String>)>, ApiError> {
         let Some(entry) = self.dapr.get_state(&self.config.state_store, user_id)? else {
             return Ok(None);
@@ -131,19 +138,35 @@ impl<T: Transport> Messages<'_, T> {
         Ok(Some((history, entry.etag)))
     }
 
-    /// Appends with optimistic concurrency: read the history and its ETag, append, write
-    /// back only if the ETag still matches; on a conflict re-read and retry, with a short
-    /// random back-off so racing writers spread out. Gives up with 503 after
-    /// `MAX_SAVE_ATTEMPTS`, having written nothing of its own.
-    pub fn append(&self, new: &NewMessage, created_at: &str) -> Result<StoredMessage, ApiError> {
+    /// Stores the message and publishes its event, both or neither: one state transaction
+    /// through Dapr's outbox (`save_state_with_event`). Optimistic concurrency as before: read
+    /// the history with its ETag, append, write only if the ETag still matches; on a conflict
+    /// re-read and retry after a short random back-off, at most `MAX_SAVE_ATTEMPTS` times.
+    ///
+    /// Two sharp edges of the outbox on state.redis (README, "Stored means published"):
+    /// - a transaction without an ETag overwrites an existing key, so a new user's history is
+    ///   first created empty outside any transaction, where first-write refuses an existing key;
+    /// - a stale ETag fails the transaction with 500 ERR_STATE_TRANSACTION (not 409), stores
+    ///   nothing, and still publishes the event: a phantom, which the subscriber recognises
+    ///   by its write id (events.rs). A changed ETag after that error is how a conflict shows.
+    pub fn store_and_publish(&self, new: &NewMessage) -> Result<StoredMessage, ApiError> {
+        let created_at = now_rfc3339();
         for attempt in 0..MAX_SAVE_ATTEMPTS {
-            let (mut history, etag) = self.history(&new.user_id)?.unwrap_or_default();
-            let stored = history.append(new.text.clone(), created_at.to_string(), self.config.history_limit);
-            let outcome = match self.dapr.save_state_first_write(&self.config.state_store, &new.user_id, &history, etag.as_deref()) {
-                // Creating the key raced another writer. Stores say so differently (Redis:
-                // 500 ERR_STATE_SAVE, not 409), but a key that exists now means a conflict.
-                Err(_) if etag.is_none() && self.history(&new.user_id)?.is_some() => SaveOutcome::Conflict,
-                other => other?,
+            let Some((mut history, etag)) = self.history(&new.user_id)? else {
+                self.create_history(&new.user_id)?;
+                continue;
+            };
+            let etag = etag.ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_GATEWAY, format!("the state store returned no ETag for user {:?}", new.user_id))
+            })?;
+            let write_id = random_write_id();
+            let stored = history.append(new.text.clone(), created_at.clone(), self.config.history_limit, write_id.clone());
+            let event = MessageEvent::of(&new.user_id, &stored, write_id);
+            let outcome = match self.dapr.save_state_with_event(&self.config.state_store, &new.user_id, &history, &etag, &event) {
+                Err(e) if e.dapr_error_code.as_deref() == Some("ERR_STATE_TRANSACTION") && self.etag(&new.user_id)? != Some(etag) => {
+                    SaveOutcome::Conflict
+                }
+                other => other.map_err(|e| ApiError { message: format!("{}; nothing was stored", e.message), ..e })?,
             };
             match outcome {
                 SaveOutcome::Saved => return Ok(stored),
@@ -159,52 +182,35 @@ impl<T: Transport> Messages<'_, T> {
         ))
     }
 
-    /// Stores the message, then publishes its event.
-    pub fn store_and_publish(&self, new: &NewMessage) -> Result<StoredMessage, ApiError> {
-        let stored = self.append(new, &now_rfc3339())?;
-        let event = MessageEvent {
-            user_id: new.user_id.clone(),
-            message: stored.message.clone(),
-            id: stored.id,
-            created_at: stored.created_at.clone(),
-        };
-        self.dapr.publish(&self.config.pubsub, &self.config.topic, &event).map_err(|e| ApiError {
-            message: format!("message {} was stored, but its event was not published: {}", stored.id, e.message),
-            ..e
-        })?;
-        Ok(stored)
+    /// Creates an empty history, unless one exists (then another writer just created it).
+    fn create_history(&self, user_id: &str) -> Result<(), ApiError> {
+        match self.dapr.save_state_first_write(&self.config.state_store, user_id, &History::default(), None, None) {
+            // Redis refuses an existing key with 500 ERR_STATE_SAVE, not 409.
+            Err(_) if self.history(user_id)?.is_some() => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
+
+    fn etag(&self, user_id: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.history(user_id)?.and_then(|(_, etag)| etag))
+    }
+}
+
+/// A random 128-bit id, as 32 hex digits.
+fn random_write_id() -> String {
+    format!("{:016x}{:016x}", random_u64(), random_u64())
+}
+
+/// std's RandomState is seeded from the host's random source (wasi:random on wasm), and
+/// each new one differs from the last.
+fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// Up to 2^attempt ms (capped at 64 ms), chosen at random so that racing writers spread out.
 fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = 1u64 << attempt.min(6);
-    // std's RandomState is seeded from the host's random source (wasi:random on wasm).
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    Duration::from_millis(1 + random % ceiling_ms)
-}
-
-/// Why a delivered event cannot be processed; the subscription answers DROP with it.
-pub type EventError = String;
-
-/// Reads the message event out of a CloudEvent that Dapr delivers. The payload is in
-/// `data`, as JSON, or as a string of JSON when the publisher sent text.
-pub fn parse_cloud_event(body: &[u8]) -> Result<MessageEvent, EventError> {
-    let envelope: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let data = match envelope.get("data") {
-        Some(serde_json::Value::String(text)) => {
-            serde_json::from_str(text).map_err(|e| format!("data is a string that is not JSON: {e}"))?
-        }
-        Some(data) if data.is_object() => data.clone(),
-        Some(_) => return Err("data is not a JSON object".to_string()),
-        None if envelope.get("data_base64").is_some() => return Err("binary data (data_base64) is not a message event".to_string()),
-        None => return Err("CloudEvent has no data".to_string()),
-    };
-    let event: MessageEvent =
-        serde_json::from_value(data).map_err(|e| format!("data is not a message event: {e}"))?;
-    validate_user_id(Some(&event.user_id)).map_err(|e| e.message)?;
-    Ok(event)
+    Duration::from_millis(1 + random_u64() % ceiling_ms)
 }
 
 pub fn now_rfc3339() -> String {
@@ -283,19 +289,36 @@ mod tests {
     fn history_appends_oldest_first_and_keeps_the_newest() {
         let mut history = History::default();
         for n in 1..=5 {
-            let stored = history.append(format!("m{n}"), "t".into(), 3);
+            let stored = history.append(format!("m{n}"), "t".into(), 3, format!("w{n}"));
             assert_eq!(stored.id, n);
         }
         let texts: Vec<_> = history.messages.iter().map(|m| m.message.as_str()).collect();
         assert_eq!(texts, ["m3", "m4", "m5"]);
         assert_eq!(history.next_id, 5);
+        assert_eq!(history.write_ids.keys().copied().collect::<Vec<_>>(), [3, 4, 5], "write ids are dropped with their messages");
     }
 
     #[test]
     fn ids_never_repeat_after_the_limit_drops_messages() {
         let mut history = History::default();
-        history.append("a".into(), "t".into(), 1);
-        assert_eq!(history.append("b".into(), "t".into(), 1).id, 2);
+        history.append("a".into(), "t".into(), 1, "w1".into());
+        assert_eq!(history.append("b".into(), "t".into(), 1, "w2".into()).id, 2);
+    }
+
+    #[test]
+    fn a_history_holds_a_message_only_with_its_text_and_write() {
+        let mut history = History::default();
+        history.append("a".into(), "t".into(), 100, "w1".into());
+        assert!(history.holds(1, "a", "w1"));
+        assert!(!history.holds(1, "a", "w2"));
+        assert!(!history.holds(1, "b", "w1"));
+        assert!(!history.holds(2, "a", "w1"));
+    }
+
+    #[test]
+    fn a_history_stored_before_write_ids_still_reads() {
+        let history: History = serde_json::from_value(json!({"next_id": 1, "messages": [{"id": 1, "message": "a", "created_at": "t"}]})).unwrap();
+        assert!(history.write_ids.is_empty());
     }
 
     #[test]
@@ -305,112 +328,130 @@ mod tests {
         assert_eq!(rfc3339_utc(Duration::from_secs(1_795_737_599)), "2026-11-26T23:59:59.000Z");
     }
 
-    #[test]
-    fn cloud_event_with_json_data_parses() {
-        let body = json!({"specversion": "1.0", "type": "com.dapr.event.sent", "datacontenttype": "application/json",
-                          "data": {"user_id": "ann", "message": "hi", "id": 3, "created_at": "t"}});
-        let event = parse_cloud_event(body.to_string().as_bytes()).unwrap();
-        assert_eq!(event, MessageEvent { user_id: "ann".into(), message: "hi".into(), id: 3, created_at: "t".into() });
-    }
-
-    #[test]
-    fn cloud_event_type_does_not_matter() {
-        // The original routed on type == "update", which Dapr's events never have.
-        let body = json!({"type": "anything", "data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t"}});
-        assert!(parse_cloud_event(body.to_string().as_bytes()).is_ok());
-    }
-
-    #[test]
-    fn cloud_event_with_string_data_parses() {
-        let data = json!({"user_id": "ann", "message": "hi", "id": 1, "created_at": "t"}).to_string();
-        assert!(parse_cloud_event(json!({ "data": data }).to_string().as_bytes()).is_ok());
-    }
-
-    #[test]
-    fn unusable_events_say_why() {
-        for (body, says) in [
-            ("nope", "not JSON"),
-            (r#"{"type":"x"}"#, "no data"),
-            (r#"{"data_base64":"AAAA"}"#, "binary"),
-            (r#"{"data":42}"#, "not a JSON object"),
-            (r#"{"data":"{oops"}"#, "string that is not JSON"),
-            (r#"{"data":{"user_id":"ann"}}"#, "not a message event"),
-            (r#"{"data":{"user_id":"","message":"m","id":1,"created_at":"t"}}"#, "user_id is required"),
-        ] {
-            let why = parse_cloud_event(body.as_bytes()).unwrap_err();
-            assert!(why.contains(says), "{body}: {why}");
-        }
-    }
-
     fn history_json(texts: &[&str]) -> String {
         let mut history = History::default();
-        for text in texts {
-            history.append(text.to_string(), "t".into(), 100);
+        for (n, text) in texts.iter().enumerate() {
+            history.append(text.to_string(), "t".into(), 100, format!("w{n}"));
         }
         serde_json::to_string(&history).unwrap()
     }
 
-    #[test]
-    fn append_reads_then_writes_with_the_etag() {
-        let dapr = Scripted::new().answer(200, &[("etag", "4")], &history_json(&["one"])).answer(204, &[], "");
+    fn store(dapr: &std::rc::Rc<Scripted>, text: &str) -> Result<StoredMessage, ApiError> {
         let client = DaprClient::new(dapr.clone(), &config());
-        let new = NewMessage { user_id: "ann".into(), text: "two".into() };
-        let stored = Messages { dapr: &client, config: &config() }.append(&new, "t").unwrap();
+        let new = NewMessage { user_id: "ann".into(), text: text.into() };
+        Messages { dapr: &client, config: &config() }.store_and_publish(&new)
+    }
+
+    const STALE_ETAG: &str = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"ERR user_script:14: failed to set key"}"#;
+
+    #[test]
+    fn the_message_and_its_event_go_in_one_transaction_with_the_etag() {
+        let dapr = Scripted::new().answer(200, &[("etag", "4")], &history_json(&["one"])).answer(204, &[], "");
+        let stored = store(&dapr, "two").unwrap();
         assert_eq!(stored.id, 2);
-        let written = dapr.json_sent(1);
-        assert_eq!(written[0]["etag"], "4");
-        assert_eq!(written[0]["value"]["messages"][1]["message"], "two");
+        assert_eq!(dapr.calls()[1], "POST http://localhost:3500/v1.0/state/statestore/transaction");
+        let operations = &dapr.json_sent(1)["operations"];
+        let (written, event) = (&operations[0]["request"], &operations[1]["request"]["value"]);
+        assert_eq!(written["etag"], "4");
+        assert_eq!(written["value"]["messages"][1]["message"], "two");
+        let write_id = written["value"]["write_ids"]["2"].as_str().unwrap();
+        assert_eq!(write_id.len(), 32);
+        assert_eq!(
+            event,
+            &json!({"user_id": "ann", "message": "two", "id": 2, "created_at": stored.created_at, "write_id": write_id})
+        );
     }
 
     #[test]
-    fn append_retries_after_a_conflict_on_fresh_data() {
+    fn each_attempt_has_its_own_write_id() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(500, &[], STALE_ETAG)
+            .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(204, &[], "");
+        assert_eq!(store(&dapr, "mine").unwrap().id, 3);
+        let lost = &dapr.json_sent(1)["operations"][1]["request"]["value"];
+        let won = &dapr.json_sent(4)["operations"][1]["request"]["value"];
+        assert_eq!((lost["id"].clone(), won["id"].clone()), (json!(2), json!(3)));
+        assert_ne!(lost["write_id"], won["write_id"]);
+        assert_eq!(dapr.json_sent(4)["operations"][0]["request"]["etag"], "2");
+    }
+
+    #[test]
+    fn a_new_user_gets_an_empty_history_first_outside_the_transaction() {
         let dapr = Scripted::new()
             .answer(204, &[], "")
-            .answer(409, &[], "")
-            .answer(200, &[("etag", "1")], &history_json(&["theirs"]))
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "1")], &history_json(&[]))
             .answer(204, &[], "");
-        let client = DaprClient::new(dapr.clone(), &config());
-        let new = NewMessage { user_id: "ann".into(), text: "mine".into() };
-        let stored = Messages { dapr: &client, config: &config() }.append(&new, "t").unwrap();
-        assert_eq!(stored.id, 2);
-        let texts: Vec<_> = dapr.json_sent(3)[0]["value"]["messages"].as_array().unwrap().iter().map(|m| m["message"].clone()).collect();
-        assert_eq!(texts, [json!("theirs"), json!("mine")]);
+        assert_eq!(store(&dapr, "first").unwrap().id, 1);
+        assert_eq!(dapr.calls()[1], "POST http://localhost:3500/v1.0/state/statestore");
+        let created = &dapr.json_sent(1)[0];
+        assert_eq!(created["value"], json!({"next_id": 0, "messages": [], "write_ids": {}}));
+        assert!(created.get("etag").is_none());
+        assert_eq!(dapr.json_sent(3)["operations"][0]["request"]["etag"], "1");
     }
 
     #[test]
-    fn a_failed_first_write_of_a_key_that_now_exists_is_a_conflict() {
+    fn a_history_created_meanwhile_by_another_writer_is_used() {
         let dapr = Scripted::new()
             .answer(204, &[], "")
             .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#)
-            .answer(200, &[("etag", "1")], &history_json(&["theirs"]))
-            .answer(200, &[("etag", "1")], &history_json(&["theirs"]))
+            .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
+            .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
             .answer(204, &[], "");
-        let client = DaprClient::new(dapr.clone(), &config());
-        let new = NewMessage { user_id: "ann".into(), text: "mine".into() };
-        assert_eq!(Messages { dapr: &client, config: &config() }.append(&new, "t").unwrap().id, 2);
+        assert_eq!(store(&dapr, "mine").unwrap().id, 2);
     }
 
     #[test]
-    fn a_failed_first_write_of_a_still_missing_key_is_an_error() {
+    fn a_failed_create_of_a_still_missing_history_is_an_error() {
         let dapr = Scripted::new()
             .answer(204, &[], "")
             .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"disk full"}"#)
             .answer(204, &[], "");
-        let client = DaprClient::new(dapr.clone(), &config());
-        let new = NewMessage { user_id: "ann".into(), text: "mine".into() };
-        let err = Messages { dapr: &client, config: &config() }.append(&new, "t").unwrap_err();
+        let err = store(&dapr, "mine").unwrap_err();
         assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE")));
     }
 
     #[test]
-    fn append_gives_up_with_503_after_bounded_conflicts() {
+    fn a_failed_transaction_with_an_unchanged_etag_is_an_error_that_stored_nothing() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(500, &[], STALE_ETAG)
+            .answer(200, &[("etag", "1")], &history_json(&["one"]));
+        let err = store(&dapr, "m").unwrap_err();
+        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_TRANSACTION")));
+        assert!(err.message.ends_with("nothing was stored"), "{err}");
+    }
+
+    #[test]
+    fn pub_sub_down_stores_nothing_and_says_so() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(500, &[], r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#);
+        let err = store(&dapr, "m").unwrap_err();
+        assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_PUBLISH_OUTBOX"));
+        assert!(err.message.contains("connection refused; nothing was stored"), "{err}");
+    }
+
+    #[test]
+    fn a_409_is_a_conflict_too() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(409, &[], "")
+            .answer(200, &[("etag", "2")], &history_json(&["one", "two"]))
+            .answer(204, &[], "");
+        assert_eq!(store(&dapr, "three").unwrap().id, 3);
+    }
+
+    #[test]
+    fn store_gives_up_with_503_after_bounded_conflicts() {
         let dapr = Scripted::new();
         for _ in 0..MAX_SAVE_ATTEMPTS {
-            dapr.answer(204, &[], "").answer(409, &[], "");
+            dapr.answer(200, &[("etag", "1")], &history_json(&["one"])).answer(409, &[], "");
         }
-        let client = DaprClient::new(dapr.clone(), &config());
-        let new = NewMessage { user_id: "ann".into(), text: "m".into() };
-        let err = Messages { dapr: &client, config: &config() }.append(&new, "t").unwrap_err();
+        let err = store(&dapr, "m").unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(dapr.sent.borrow().len(), 2 * MAX_SAVE_ATTEMPTS as usize);
     }
@@ -421,16 +462,5 @@ mod tests {
         let client = DaprClient::new(dapr, &config());
         let err = Messages { dapr: &client, config: &config() }.history("ann").unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
-    }
-
-    #[test]
-    fn a_failed_publish_says_the_message_was_stored() {
-        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(500, &[], r#"{"errorCode":"ERR_PUBSUB_PUBLISH_MESSAGE"}"#);
-        let client = DaprClient::new(dapr, &config());
-        let new = NewMessage { user_id: "ann".into(), text: "m".into() };
-        let err = Messages { dapr: &client, config: &config() }.store_and_publish(&new).unwrap_err();
-        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
-        assert!(err.message.contains("message 1 was stored"), "{err}");
-        assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_PUBSUB_PUBLISH_MESSAGE"));
     }
 }

@@ -100,15 +100,19 @@ mod tests {
 
     #[test]
     fn every_documented_status_is_produced_and_none_other() {
-        let history = r#"{"next_id":1,"messages":[{"id":1,"message":"hi","created_at":"t"}]}"#;
+        let history = r#"{"next_id":1,"messages":[{"id":1,"message":"hi","created_at":"t"}],"write_ids":{"1":"w1"}}"#;
+        // The event's message is stored, by the write it names, and its claim is taken.
+        let holding_the_event = Scripted::new().answer(200, &[("etag", "2")], history).answer(204, &[], "");
         let dapr_error = r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#;
         let timed_out = || SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into());
-        let event = r#"{"data":{"user_id":"ann","message":"hi","id":1,"created_at":"t"}}"#;
+        let event = r#"{"data":{"user_id":"ann","message":"hi","id":1,"created_at":"t","write_id":"w1"}}"#;
+        // A new user's POST: no history, the empty one created, read back, the outbox transaction.
+        let new_users_post = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(200, &[("etag", "1")], r#"{"next_id":0,"messages":[],"write_ids":{}}"#).answer(204, &[], "");
         let (get, post) = (Method::Get, Method::Post);
         let messages = "/messages/:user_id";
         let produced: BTreeSet<_> = [
             case(get.clone(), "/", "/"),
-            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi").sidecar(Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "")),
+            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi").sidecar(new_users_post),
             case(post.clone(), "/messages", "/messages?message=hi"),
             case(post.clone(), "/messages", "/messages").body("application/json", format!(r#"{{"user_id":"ann","message":"{}"}}"#, "m".repeat(4097))),
             case(post.clone(), "/messages", "/messages?user_id=ann").body("text/plain", "hi"),
@@ -125,9 +129,12 @@ mod tests {
             case(get.clone(), messages, "/messages/ann").sidecar(Scripted::new().fail(timed_out())),
             case(get.clone(), "/dapr/subscribe", "/dapr/subscribe"),
             case(get.clone(), "/dapr/subscribe", "/dapr/subscribe").setting("PUBSUB_NAME", "no/slash"),
-            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event),
+            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(holding_the_event),
             case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).setting("APP_API_TOKEN", "secret"),
             case(post.clone(), "/events/message-updated", "/events/message-updated").setting("PUBSUB_TOPIC", "no/slash"),
+            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(Scripted::new().answer(500, &[], dapr_error)),
+            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(Scripted::new().refuse()),
+            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(Scripted::new().fail(timed_out())),
             case(get.clone(), "/healthz", "/healthz"),
             case(get.clone(), "/readyz", "/readyz").sidecar(Scripted::new().answer(204, &[], "")),
             case(get.clone(), "/readyz", "/readyz").sidecar(Scripted::new().fail(timed_out())),

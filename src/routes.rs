@@ -20,7 +20,8 @@ use spin_sdk::http::{Params, Request, Response, Router};
 use crate::config::Config;
 use crate::dapr::DaprClient;
 use crate::error::{json_response, ApiError};
-use crate::messages::{parse_cloud_event, validate_user_id, Messages, NewMessage};
+use crate::events::{parse_cloud_event, Verdict};
+use crate::messages::{validate_user_id, Messages, NewMessage};
 use crate::openapi;
 use crate::request::{header, message_fields, percent_decode};
 use crate::trace::{trace_id, TraceContext};
@@ -142,7 +143,8 @@ fn dapr_subscribe<T: Transport>(app: &App<T>, _: Request, _: Params) -> Result<R
 }
 
 /// Dapr retries an event unless the answer is 2xx with status SUCCESS or DROP. An event
-/// that cannot be parsed will never parse, so it is dropped (and logged), not retried.
+/// that cannot be parsed will never parse, so it is dropped (and logged), not retried. A
+/// phantom or a duplicate (events.rs) is handled by ignoring it, logged with its own line.
 fn receive_event<T: Transport>(app: &App<T>, request: Request, _: Params) -> Result<Response, ApiError> {
     if let Some(token) = &app.config.app_api_token {
         if header(&request, "dapr-api-token") != Some(token.as_str()) {
@@ -153,7 +155,11 @@ fn receive_event<T: Transport>(app: &App<T>, request: Request, _: Params) -> Res
         Ok(event) => {
             // The trace id Dapr delivers with the event: the publishing request's trace.
             let trace = header(&request, "traceparent").and_then(trace_id).map(|id| format!(" trace_id={id}")).unwrap_or_default();
-            println!("Received event: user_id={:?} message={:?} id={}{trace}", event.user_id, event.message, event.id);
+            match app.messages().verdict(&event)? {
+                Verdict::Act => println!("Received event: user_id={:?} message={:?} id={}{trace}", event.user_id, event.message, event.id),
+                Verdict::Phantom(why) => println!("Ignored phantom event: {why}{trace}"),
+                Verdict::Duplicate => println!("Ignored duplicate event: user_id={:?} id={} write {}{trace}", event.user_id, event.id, event.write_id),
+            }
             "SUCCESS"
         }
         Err(why) => {
@@ -194,9 +200,22 @@ mod tests {
 
     const JSON: (&str, &str) = ("content-type", "application/json");
 
-    /// A sidecar that stores a first message and accepts its event.
+    /// A sidecar that stores a new user's first message with its event: the history is
+    /// missing, created empty, read back with its ETag, then written in the transaction.
     fn accepting() -> Rc<Scripted> {
-        Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "")
+        let empty = r#"{"next_id":0,"messages":[],"write_ids":{}}"#;
+        Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(200, &[("etag", "1")], empty).answer(204, &[], "")
+    }
+
+    /// A sidecar whose state holds ann's message 1 by write w1, and which takes the claim.
+    fn holding_ann_w1() -> Rc<Scripted> {
+        let mut history = crate::messages::History::default();
+        history.append("hi".into(), "t".into(), 100, "w1".into());
+        Scripted::new().answer(200, &[("etag", "2")], &serde_json::to_string(&history).unwrap()).answer(204, &[], "")
+    }
+
+    fn ann_w1_event() -> String {
+        json!({"type": "com.dapr.event.sent", "data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t", "write_id": "w1"}}).to_string()
     }
 
     #[test]
@@ -212,8 +231,8 @@ mod tests {
         assert_eq!(body["status"], "Stored and published message for junaid");
         assert_eq!(body["message"]["message"], "Hello Dapr!");
         assert_eq!(body["message"]["id"], 1);
-        assert_eq!(dapr.calls()[2], "POST http://localhost:3500/v1.0/publish/pubsub/message-updated");
-        let event = dapr.json_sent(2);
+        assert_eq!(dapr.calls()[3], "POST http://localhost:3500/v1.0/state/statestore/transaction");
+        let event = &dapr.json_sent(3)["operations"][1]["request"]["value"];
         assert_eq!((event["user_id"].clone(), event["message"].clone(), event["id"].clone()), (json!("junaid"), json!("Hello Dapr!"), json!(1)));
         assert_eq!(event["created_at"], body["message"]["created_at"]);
     }
@@ -224,7 +243,8 @@ mod tests {
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let (status, _) = call(&dapr, Method::Post, "/messages?user_id=ann&message=m", &[("traceparent", parent), ("tracestate", "a=1")], "");
         assert_eq!(status, 201);
-        assert_eq!(dapr.sent.borrow().len(), 3);
+        // A new user's POST: read, create, read again, then the outbox transaction.
+        assert_eq!(dapr.sent.borrow().len(), 4);
         assert!(dapr.sent.borrow().iter().all(|r| r.headers()["traceparent"] == parent && r.headers()["tracestate"] == "a=1"));
     }
 
@@ -270,8 +290,8 @@ mod tests {
     #[test]
     fn history_latest_and_oldest_first() {
         let mut history = crate::messages::History::default();
-        history.append("one".into(), "t1".into(), 100);
-        history.append("two".into(), "t2".into(), 100);
+        history.append("one".into(), "t1".into(), 100, "w1".into());
+        history.append("two".into(), "t2".into(), 100, "w2".into());
         let dapr = Scripted::new().answer(200, &[("etag", "2")], &serde_json::to_string(&history).unwrap());
         let (status, body) = call(&dapr, Method::Get, "/messages/ann", &[], "");
         assert_eq!(status, 200);
@@ -330,22 +350,37 @@ mod tests {
 
     #[test]
     fn event_success_and_drop() {
-        let event = json!({"type": "com.dapr.event.sent", "data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t"}});
         let ce = ("content-type", "application/cloudevents+json");
-        assert_eq!(call(&Scripted::new(), Method::Post, EVENT_ROUTE, &[ce], &event.to_string()), (200, json!({"status": "SUCCESS"})));
+        let dapr = holding_ann_w1();
+        assert_eq!(call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()), (200, json!({"status": "SUCCESS"})));
+        assert_eq!(dapr.calls().len(), 2, "checked against the history, then claimed");
         assert_eq!(call(&Scripted::new(), Method::Post, EVENT_ROUTE, &[ce], "garbage"), (200, json!({"status": "DROP"})));
+    }
+
+    #[test]
+    fn a_phantom_event_is_ignored_not_retried() {
+        let ce = ("content-type", "application/cloudevents+json");
+        let dapr = Scripted::new().answer(204, &[], "");
+        assert_eq!(call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()), (200, json!({"status": "SUCCESS"})));
+    }
+
+    #[test]
+    fn an_event_the_state_store_cannot_check_is_retried() {
+        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#);
+        let (status, _) = call(&dapr, Method::Post, EVENT_ROUTE, &[], &ann_w1_event());
+        assert_eq!(status, 502, "not 2xx, so Dapr delivers it again");
     }
 
     #[test]
     fn app_api_token_guards_the_event_route() {
         let mut config = config();
         config.app_api_token = Some("app-secret".into());
-        let event = json!({"data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t"}}).to_string();
+        let event = ann_w1_event();
         let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, EVENT_ROUTE, &[], &event);
         assert_eq!(status, 401);
         let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, EVENT_ROUTE, &[("dapr-api-token", "wrong")], &event);
         assert_eq!(status, 401);
-        let (status, body, _) = send(&Scripted::new(), config, Method::Post, EVENT_ROUTE, &[("dapr-api-token", "app-secret")], &event);
+        let (status, body, _) = send(&holding_ann_w1(), config, Method::Post, EVENT_ROUTE, &[("dapr-api-token", "app-secret")], &event);
         assert_eq!((status, body), (200, json!({"status": "SUCCESS"})));
     }
 

@@ -86,7 +86,7 @@ def by_kind(kind):
 
 def test_manifests_exist():
     kinds = sorted(doc["kind"] for _, doc in DOCS)
-    assert kinds == ["Component", "Component", "Configuration", "Deployment", "Resiliency", "Service", "SpinApp"]
+    assert kinds == ["Component", "Component", "Component", "Configuration", "Deployment", "Resiliency", "Service", "SpinApp"]
 
 
 @pytest.mark.parametrize("path, doc", DOCS, ids=[f"{p}:{d['kind']}/{d['metadata']['name']}" for p, d in DOCS])
@@ -141,6 +141,7 @@ def test_components_point_at_the_redis_service():
     assert {name: c["spec"]["type"] for name, c in components.items()} == {
         "statestore": "state.redis",
         "pubsub": "pubsub.redis",
+        "outbox": "pubsub.redis",
     }
     services = {s["metadata"]["name"]: s for s in by_kind("Service")}
     [redis] = by_kind("Deployment")
@@ -152,6 +153,13 @@ def test_components_point_at_the_redis_service():
         service = services[host]
         assert int(port) in [p["port"] for p in service["spec"]["ports"]]
         assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_the_state_stores_outbox_publishes_where_the_app_subscribes():
+    components = {c["metadata"]["name"]: c for c in by_kind("Component")}
+    outbox = {m["name"]: m["value"] for m in components["statestore"]["spec"]["metadata"] if m["name"].startswith("outbox")}
+    # The app's defaults (PUBSUB_NAME, PUBSUB_TOPIC) subscribe to pubsub / message-updated.
+    assert outbox == {"outboxPublishPubsub": "pubsub", "outboxPublishTopic": "message-updated", "outboxPubsub": "outbox"}
 
 
 def test_redis_is_the_official_image_pinned():

@@ -41,7 +41,7 @@ def assert_cluster_resources(result, context):
     # Redis and the components are resources of their own, ready before the app.
     assert "kind: Deployment" in result.deploy("redis")["yaml"]
     components = result.deploy("dapr-components")["yaml"]
-    assert "name: statestore" in components and "name: pubsub" in components
+    assert all(f"name: {name}" in components for name in ("statestore", "pubsub", "outbox"))
     assert "kind: Resiliency" in components
 
     # The build stages the image context after cargo, on every change to the sources.

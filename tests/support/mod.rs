@@ -72,12 +72,44 @@ impl Process {
 pub struct Stack {
     pub dir: PathBuf,
     pub redis_port: u16,
+    /// The Redis of the pub/sub components: `redis_port`, unless started with its own.
+    pub pubsub_redis_port: u16,
     pub dapr_http_port: u16,
     pub app_port: u16,
     dapr_args: Vec<String>,
     redis: Process,
+    pubsub_redis: Option<Process>,
     daprd: Option<Process>,
     host: Process,
+    replica: Option<Replica>,
+}
+
+/// A second instance of the component with its own daprd, under the same app-id and on the
+/// same Redis: what two pods of the SpinApp are.
+pub struct Replica {
+    pub app_port: u16,
+    pub dapr_http_port: u16,
+    host: Process,
+    daprd: Process,
+}
+
+impl Replica {
+    /// What this instance printed, as `Stack::app_output_lines`.
+    pub fn app_output_lines(&self) -> Vec<String> {
+        without_host_prefixes(&self.host.output())
+    }
+}
+
+/// How a test wants its stack, beyond the defaults.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub app_env: &'a [(&'a str, &'a str)],
+    /// The pub/sub components on a Redis of their own, which keeps its streams on disk (as
+    /// a broker does), so that a test can stop it and start it again without losing events.
+    pub own_pubsub_redis: bool,
+    /// daprd traces every call (scripts/dapr/tracing.yaml: sampling 1) to a Zipkin endpoint
+    /// on this port.
+    pub zipkin_port: Option<u16>,
 }
 
 static STACKS: AtomicUsize = AtomicUsize::new(0);
@@ -90,53 +122,68 @@ impl Stack {
     }
 
     pub fn start_with_env(app_env: &[(&str, &str)]) -> Stack {
-        Stack::start_with(app_env, None)
+        Stack::start_with(Options { app_env, ..Options::default() })
     }
 
-    /// With daprd tracing every call (scripts/dapr/tracing.yaml: sampling 1) to a Zipkin
-    /// endpoint on `zipkin_port`.
     pub fn start_traced(zipkin_port: u16) -> Stack {
-        Stack::start_with(&[], Some(zipkin_port))
+        Stack::start_with(Options { zipkin_port: Some(zipkin_port), ..Options::default() })
     }
 
-    fn start_with(app_env: &[(&str, &str)], zipkin_port: Option<u16>) -> Stack {
+    pub fn start_with(options: Options) -> Stack {
         let dir = scratch_dir();
         fs::create_dir_all(dir.join("components")).unwrap();
         let (redis_port, dapr_http_port, app_port) = (free_port(), free_port(), free_port());
+        let pubsub_redis_port = if options.own_pubsub_redis { free_port() } else { redis_port };
 
         for resource in fs::read_dir(repo().join("scripts/dapr")).unwrap() {
             let path = resource.unwrap().path();
-            let text = fs::read_to_string(&path).unwrap().replace("localhost:6379", &format!("127.0.0.1:{redis_port}"));
-            fs::write(dir.join("components").join(path.file_name().unwrap()), text).unwrap();
+            let text = fs::read_to_string(&path).unwrap();
+            let port = if text.contains("type: pubsub.") { pubsub_redis_port } else { redis_port };
+            fs::write(dir.join("components").join(path.file_name().unwrap()), text.replace("localhost:6379", &format!("127.0.0.1:{port}"))).unwrap();
         }
 
         let redis = start_redis(&dir, redis_port);
-
-        let dapr_endpoint = format!("http://127.0.0.1:{dapr_http_port}");
-        let host = start_host(&dir, app_port, &[&[("DAPR_HTTP_ENDPOINT", dapr_endpoint.as_str())], app_env].concat());
-
-        let mut dapr_args = vec![
-            "--app-id".into(), APP_ID.into(),
-            "--app-port".into(), app_port.to_string(),
-            "--app-channel-address".into(), "127.0.0.1".into(),
-            "--dapr-http-port".into(), dapr_http_port.to_string(),
-            "--dapr-grpc-port".into(), free_port().to_string(),
-            "--dapr-internal-grpc-port".into(), free_port().to_string(),
-            "--metrics-port".into(), free_port().to_string(),
-            "--dapr-listen-addresses".into(), "127.0.0.1".into(),
-            "--resources-path".into(), dir.join("components").display().to_string(),
-            "--log-level".into(), "info".into(),
-        ];
-        if let Some(port) = zipkin_port {
+        let pubsub_redis = options.own_pubsub_redis.then(|| start_persistent_redis(&dir, pubsub_redis_port));
+        let host = start_host("wasmtime", &dir, app_port, dapr_http_port, options.app_env);
+        let mut dapr_args = dapr_args(&dir, app_port, dapr_http_port);
+        if let Some(port) = options.zipkin_port {
             let config = fs::read_to_string(repo().join("scripts/dapr/tracing.yaml")).unwrap().replace("localhost:9411", &format!("127.0.0.1:{port}"));
             fs::write(dir.join("tracing.yaml"), config).unwrap();
             dapr_args.extend(["--config".into(), dir.join("tracing.yaml").display().to_string()]);
         }
-        let mut stack = Stack { dir, redis_port, dapr_http_port, app_port, dapr_args, redis, daprd: None, host };
+        let mut stack = Stack {
+            dir, redis_port, pubsub_redis_port, dapr_http_port, app_port, dapr_args, redis, pubsub_redis, daprd: None, host, replica: None,
+        };
         stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
         stack.start_daprd();
         stack.wait_until_ready();
         stack
+    }
+
+    /// Starts the second instance and its daprd, and waits until it is ready.
+    pub fn start_replica(&mut self) -> &Replica {
+        assert!(self.replica.is_none(), "a replica is already running");
+        let (app_port, dapr_http_port) = (free_port(), free_port());
+        let host = start_host("wasmtime-replica", &self.dir, app_port, dapr_http_port, &[]);
+        self.wait_for("the replica (GET /healthz)", Duration::from_secs(60), |_| request(app_port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200));
+        let daprd = Process::start("daprd-replica", &self.dir, "daprd", &dapr_args(&self.dir, app_port, dapr_http_port));
+        self.replica = Some(Replica { app_port, dapr_http_port, host, daprd });
+        self.wait_for("the replica to be ready (GET /readyz)", Duration::from_secs(60), |_| request(app_port, "GET", "/readyz", &[], "").is_ok_and(|r| r.status == 200));
+        self.replica.as_ref().unwrap()
+    }
+
+    pub fn replica(&self) -> &Replica {
+        self.replica.as_ref().expect("no replica started")
+    }
+
+    /// Stops the pub/sub's own Redis (`Options::own_pubsub_redis`), as an outage would.
+    pub fn stop_pubsub_redis(&mut self) {
+        self.pubsub_redis.as_mut().expect("the pub/sub has no Redis of its own").stop();
+    }
+
+    /// Starts it again on the same port, with the streams it had on disk.
+    pub fn start_pubsub_redis(&mut self) {
+        self.pubsub_redis = Some(start_persistent_redis(&self.dir, self.pubsub_redis_port));
     }
 
     pub fn start_daprd(&mut self) {
@@ -170,7 +217,8 @@ impl Stack {
             if ready(self) {
                 return;
             }
-            for process in [Some(&mut self.redis), self.daprd.as_mut(), Some(&mut self.host)].into_iter().flatten() {
+            let replica = self.replica.as_mut().map(|r| [&mut r.host, &mut r.daprd]).into_iter().flatten();
+            for process in [Some(&mut self.redis), self.daprd.as_mut(), Some(&mut self.host)].into_iter().flatten().chain(replica) {
                 if let Some(status) = process.exited() {
                     panic!("{} exited ({status}) while waiting for {what}:\n{}", process.name, process.output());
                 }
@@ -181,9 +229,11 @@ impl Stack {
     }
 
     pub fn logs(&self) -> String {
-        [Some(&self.redis), self.daprd.as_ref(), Some(&self.host)]
+        let replica = self.replica.as_ref().map(|r| [&r.host, &r.daprd]).into_iter().flatten();
+        [Some(&self.redis), self.pubsub_redis.as_ref(), self.daprd.as_ref(), Some(&self.host)]
             .into_iter()
             .flatten()
+            .chain(replica)
             .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.output(), 60)))
             .collect::<Vec<_>>()
             .join("\n")
@@ -191,11 +241,7 @@ impl Stack {
 
     /// What the component printed, without wasmtime's `stdout [N] :: ` prefixes.
     pub fn app_output_lines(&self) -> Vec<String> {
-        self.host
-            .output()
-            .lines()
-            .map(|line| line.split_once(" :: ").map_or(line, |(_, rest)| rest).to_string())
-            .collect()
+        without_host_prefixes(&self.host.output())
     }
 
     /// Whether the app answers `GET path` with `status` (a refused connection is a no).
@@ -219,8 +265,15 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if let Some(replica) = &mut self.replica {
+            replica.daprd.stop();
+            replica.host.stop();
+        }
         self.stop_daprd();
         self.host.stop();
+        if let Some(pubsub_redis) = &mut self.pubsub_redis {
+            pubsub_redis.stop();
+        }
         self.redis.stop();
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
@@ -236,14 +289,20 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// The component under `wasmtime serve`, talking to the daprd on `dapr_http_port`.
+fn start_host(name: &'static str, dir: &Path, app_port: u16, dapr_http_port: u16, app_env: &[(&str, &str)]) -> Process {
+    let endpoint = format!("http://127.0.0.1:{dapr_http_port}");
+    start_component(name, dir, app_port, &[&[("DAPR_HTTP_ENDPOINT", endpoint.as_str())], app_env].concat())
+}
+
 /// The built component under `wasmtime serve` on `port`, with `env` as its WASI environment.
-fn start_host(dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
+fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
     let mut args = vec!["serve".to_string(), "-Scli".to_string(), "--addr".to_string(), format!("127.0.0.1:{port}")];
     for (name, value) in env {
         args.extend(["--env".to_string(), format!("{name}={value}")]);
     }
     args.push(wasm_path().display().to_string());
-    Process::start("wasmtime", dir, "wasmtime", &args)
+    Process::start(name, dir, "wasmtime", &args)
 }
 
 /// The component alone under `wasmtime serve`, for tests that put their own server where
@@ -258,7 +317,7 @@ impl Component {
     pub fn start(env: &[(&str, &str)]) -> Component {
         let dir = scratch_dir();
         let port = free_port();
-        let mut host = start_host(&dir, port, env);
+        let mut host = start_component("wasmtime", &dir, port, env);
         let start = Instant::now();
         while !request(port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200) {
             if let Some(status) = host.exited() {
@@ -284,14 +343,42 @@ impl Drop for Component {
     }
 }
 
+fn dapr_args(dir: &Path, app_port: u16, dapr_http_port: u16) -> Vec<String> {
+    vec![
+        "--app-id".into(), APP_ID.into(),
+        "--app-port".into(), app_port.to_string(),
+        "--app-channel-address".into(), "127.0.0.1".into(),
+        "--dapr-http-port".into(), dapr_http_port.to_string(),
+        "--dapr-grpc-port".into(), free_port().to_string(),
+        "--dapr-internal-grpc-port".into(), free_port().to_string(),
+        "--metrics-port".into(), free_port().to_string(),
+        "--dapr-listen-addresses".into(), "127.0.0.1".into(),
+        "--resources-path".into(), dir.join("components").display().to_string(),
+        "--log-level".into(), "info".into(),
+    ]
+}
+
+/// Output lines without wasmtime's `stdout [N] :: ` prefixes.
+fn without_host_prefixes(output: &str) -> Vec<String> {
+    output.lines().map(|line| line.split_once(" :: ").map_or(line, |(_, rest)| rest).to_string()).collect()
+}
+
 fn start_redis(dir: &Path, port: u16) -> Process {
     // In memory only, like the course's dev Redis (and kubernetes/redis.yaml): a restart empties it.
-    let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([dir.display().to_string()])
-        .collect();
-    let mut redis = Process::start("redis", dir, "redis-server", &args);
+    launch_redis("redis", dir, port, &["--save", "", "--appendonly", "no", "--dir", &dir.display().to_string()])
+}
+
+/// A Redis that writes each command to its append-only file before answering: a restart
+/// keeps every stream entry it acknowledged.
+fn start_persistent_redis(dir: &Path, port: u16) -> Process {
+    let data = dir.join("pubsub-redis");
+    fs::create_dir_all(&data).unwrap();
+    launch_redis("pubsub-redis", dir, port, &["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &data.display().to_string()])
+}
+
+fn launch_redis(name: &'static str, dir: &Path, port: u16, storage: &[&str]) -> Process {
+    let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"].iter().chain(storage).map(|s| s.to_string()).collect();
+    let mut redis = Process::start(name, dir, "redis-server", &args);
     let start = Instant::now();
     while redis_command(port, "PING").map(|r| r != "+PONG").unwrap_or(true) {
         if redis.exited().is_some() || start.elapsed() > Duration::from_secs(20) {

@@ -1,0 +1,253 @@
+//! Stored means published, on the real stack (tests/support): a message is stored together
+//! with its event through Dapr's outbox, or not at all; the subscriber acts once per stored
+//! message and ignores phantoms (events of failed transactions) and duplicates.
+//! Each test writes what it filtered to stderr, uncaptured, so that the counts show in CI.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Options, Reply, Stack};
+
+/// The message's (id, text), as stored and as logged.
+type Message = (u64, String);
+
+/// How long Dapr may take to deliver: the outbox waits 1 s per event, and after a pub/sub
+/// outage takes a failed hand-over up again after 30 s (scripts/dapr/outbox.yaml).
+const DELIVERY: Duration = Duration::from_secs(90);
+
+fn post(port: u16, user_id: &str, message: &str) -> Reply {
+    support::request(port, "POST", &format!("/messages?user_id={user_id}&message={message}"), &[("content-type", "application/json")], "")
+        .unwrap_or_else(|e| panic!("POST {message}: {e}"))
+}
+
+/// The user's stored messages; none for a 404.
+fn stored(stack: &Stack, user_id: &str) -> BTreeSet<Message> {
+    let reply = stack.get(&format!("/messages/{user_id}"));
+    if reply.status == 404 {
+        return BTreeSet::new();
+    }
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let history = reply.json();
+    history["messages"].as_array().unwrap().iter().map(|m| (m["id"].as_u64().unwrap(), m["message"].as_str().unwrap().to_string())).collect()
+}
+
+/// What the subscriber did, read from the lines the component printed.
+#[derive(Debug, Default)]
+struct Handled {
+    /// `Received event` lines for the user, in order.
+    received: Vec<Message>,
+    phantoms: usize,
+    duplicates: usize,
+}
+
+fn handled(lines: &[String], user_id: &str) -> Handled {
+    let prefix = format!("Received event: user_id={user_id:?} message=");
+    let mut handled = Handled::default();
+    for line in lines {
+        if let Some(rest) = line.strip_prefix(&prefix) {
+            let (text, id) = rest.rsplit_once(" id=").unwrap_or_else(|| panic!("unexpected line {line:?}"));
+            let text: String = serde_json::from_str(text).unwrap_or_else(|_| panic!("unexpected line {line:?}"));
+            handled.received.push((id.parse().unwrap(), text));
+        } else if line.starts_with("Ignored phantom event:") {
+            handled.phantoms += 1;
+        } else if line.starts_with("Ignored duplicate event:") {
+            handled.duplicates += 1;
+        }
+    }
+    handled
+}
+
+/// Waits until every stored message has a `Received event` line (or `DELIVERY` passes),
+/// then for Dapr's retry window, so that a redelivery would show too.
+fn wait_for_events(stack: &mut Stack, user_id: &str, lines: impl Fn(&Stack) -> Vec<String>) -> (BTreeSet<Message>, Handled) {
+    let expected = stored(stack, user_id);
+    stack.wait_for(&format!("an event for each of {} stored messages", expected.len()), DELIVERY, |s| {
+        let got: BTreeSet<Message> = handled(&lines(s), user_id).received.into_iter().collect();
+        expected.is_subset(&got)
+    });
+    std::thread::sleep(support::RETRY_WINDOW);
+    (stored(stack, user_id), handled(&lines(stack), user_id))
+}
+
+/// Every `Received event` line is a stored message, and each stored message has exactly one.
+fn assert_one_event_per_stored_message(stored: &BTreeSet<Message>, received: &[Message], logs: &str) {
+    let mut counts: BTreeMap<&Message, usize> = BTreeMap::new();
+    for message in received {
+        assert!(stored.contains(message), "an event for a message that is not stored: {message:?}\nstored: {stored:?}\n{logs}");
+        *counts.entry(message).or_default() += 1;
+    }
+    for message in stored {
+        assert_eq!(counts.get(message), Some(&1), "message {message:?}: events {counts:?}\n{logs}");
+    }
+}
+
+fn report(test: &str, what: String) {
+    let _ = writeln!(std::io::stderr(), "{test}: {what}");
+}
+
+fn texts(messages: &BTreeSet<Message>) -> BTreeSet<String> {
+    messages.iter().map(|(_, text)| text.clone()).collect()
+}
+
+#[test]
+fn fifty_concurrent_posts_each_get_one_event() {
+    let mut stack = Stack::start();
+    let started = Instant::now();
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50).map(|n| scope.spawn({
+            let port = stack.app_port;
+            move || post(port, "storm", &format!("m{n}"))
+        })).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    let failed: Vec<_> = replies.iter().filter(|r| r.status != 201).collect();
+    assert!(failed.is_empty(), "{} of 50 failed: {failed:#?}", failed.len());
+
+    let (stored, handled) = wait_for_events(&mut stack, "storm", Stack::app_output_lines);
+    assert_eq!(texts(&stored), (0..50).map(|n| format!("m{n}")).collect(), "lost updates");
+    assert_eq!(stored.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(), (1..=50).collect());
+    assert_one_event_per_stored_message(&stored, &handled.received, &stack.logs());
+    report("storm", format!(
+        "50 POSTs in {:.2} s; 50 stored, 50 events acted on; filtered: {} phantom, {} duplicate deliveries",
+        took.as_secs_f64(), handled.phantoms, handled.duplicates
+    ));
+}
+
+/// The pub/sub's Redis goes down and comes back, with POSTs before, during and after, and
+/// one client posting all along. Each POST either stored nothing, or stored its message and
+/// the event arrived (after the recovery). Never stored without an event.
+#[test]
+fn pub_sub_down_never_stores_without_an_event() {
+    let mut stack = Stack::start_with(Options { own_pubsub_redis: true, ..Options::default() });
+    assert_eq!(post(stack.app_port, "ann", "before").status, 201);
+
+    let port = stack.app_port;
+    let stop = AtomicBool::new(false);
+    let (during, background, pending_in_outage) = std::thread::scope(|scope| {
+        let background = scope.spawn(|| {
+            let mut replies = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                replies.push((format!("all-along-{n}"), post(port, "ann", &format!("all-along-{n}")).status));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            replies
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        stack.stop_pubsub_redis();
+        let during: Vec<(String, Reply)> = (0..3).map(|n| (format!("during-{n}"), post(port, "ann", &format!("during-{n}")))).collect();
+        std::thread::sleep(Duration::from_secs(2));
+        // Stored, but not delivered yet: the outbox hands an event on 1 s after its
+        // transaction, so the last second's messages before the outage are among these.
+        let received: BTreeSet<Message> = handled(&stack.app_output_lines(), "ann").received.into_iter().collect();
+        let pending: BTreeSet<Message> = stored(&stack, "ann").difference(&received).cloned().collect();
+        stack.start_pubsub_redis();
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::SeqCst);
+        (during, background.join().unwrap(), pending)
+    });
+    assert!(!pending_in_outage.is_empty(), "no stored message waited for its event through the outage: the test missed its case");
+    for (text, reply) in &during {
+        assert_eq!(reply.status, 502, "{text}: {reply:?}");
+        assert_eq!(reply.json()["dapr_error_code"], "ERR_PUBLISH_OUTBOX", "{reply:?}");
+        assert!(reply.json()["error"].as_str().unwrap().contains("nothing was stored"), "{reply:?}");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let reply = post(stack.app_port, "ann", "after");
+        if reply.status == 201 || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(after.status, 201, "no recovery after the pub/sub came back: {after:?}\n{}", stack.logs());
+
+    let (stored, handled) = wait_for_events(&mut stack, "ann", Stack::app_output_lines);
+    let stored_texts = texts(&stored);
+    for (text, _) in &during {
+        assert!(!stored_texts.contains(text), "{text} was refused but stored: {stored:?}");
+    }
+    for (text, status) in &background {
+        assert!(*status != 201 || stored_texts.contains(text), "{text} got 201 but is not stored: {stored:?}");
+    }
+    assert!(stored_texts.contains("before") && stored_texts.contains("after"), "{stored:?}");
+    assert_one_event_per_stored_message(&stored, &handled.received, &stack.logs());
+    let refused = background.iter().filter(|(_, status)| *status != 201).count();
+    report("pub/sub down", format!(
+        "{} POSTs all along: {} answered 201, {refused} refused; {} messages stored, each with one event, {} of them delivered only after the recovery; filtered: {} phantom, {} duplicate deliveries",
+        background.len(), background.len() - refused, stored.len(), pending_in_outage.len(), handled.phantoms, handled.duplicates
+    ));
+}
+
+#[test]
+fn two_replicas_lose_no_update_and_handle_each_event_once() {
+    let mut stack = Stack::start();
+    let ports = [stack.app_port, stack.start_replica().app_port];
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50).map(|n| scope.spawn(move || post(ports[n % 2], "pair", &format!("m{n}")))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed: Vec<_> = replies.iter().filter(|r| r.status != 201).collect();
+    assert!(failed.is_empty(), "{} of 50 failed: {failed:#?}", failed.len());
+
+    let both = |s: &Stack| [s.app_output_lines(), s.replica().app_output_lines()].concat();
+    let (stored, handled) = wait_for_events(&mut stack, "pair", both);
+    assert_eq!(texts(&stored), (0..50).map(|n| format!("m{n}")).collect(), "lost updates");
+    assert_one_event_per_stored_message(&stored, &handled.received, &stack.logs());
+    let first = crate::handled(&stack.app_output_lines(), "pair");
+    let second = crate::handled(&stack.replica().app_output_lines(), "pair");
+    report("two replicas", format!(
+        "50 POSTs over both; 50 stored; events acted on: {} by the first, {} by the second; filtered: {} phantom, {} duplicate deliveries",
+        first.received.len(), second.received.len(), handled.phantoms, handled.duplicates
+    ));
+}
+
+/// A phantom made on purpose: the transaction the component sends, with a stale ETag, sent
+/// straight to Dapr. Nothing is stored, Dapr still publishes the event, the subscriber
+/// ignores it.
+#[test]
+fn the_event_of_a_failed_transaction_is_ignored() {
+    let mut stack = Stack::start();
+    assert_eq!(post(stack.app_port, "ann", "real").status, 201);
+    let stale = json!({"operations": [
+        {"operation": "upsert", "request": {"key": "ann", "etag": "999", "options": {"concurrency": "first-write"},
+            "value": {"next_id": 2, "messages": [{"id": 2, "message": "never stored", "created_at": "t"}], "write_ids": {"2": "w-phantom"}}}},
+        {"operation": "upsert", "request": {"key": "ann", "metadata": {"outbox.projection": "true", "contentType": "application/json"},
+            "value": {"user_id": "ann", "message": "never stored", "id": 2, "created_at": "t", "write_id": "w-phantom"}}},
+    ]});
+    let reply = support::request(stack.dapr_http_port, "POST", "/v1.0/state/statestore/transaction", &[("content-type", "application/json")], &stale.to_string()).unwrap();
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.body.contains("ERR_STATE_TRANSACTION"), "{reply:?}");
+
+    stack.wait_for("the phantom's delivery", DELIVERY, |s| handled(&s.app_output_lines(), "ann").phantoms == 1);
+    let (stored, handled) = wait_for_events(&mut stack, "ann", Stack::app_output_lines);
+    assert_eq!(stored, BTreeSet::from([(1, "real".to_string())]));
+    assert_eq!((handled.received, handled.phantoms), (vec![(1, "real".to_string())], 1));
+}
+
+/// A redelivery made on purpose: the stored message's event published again, straight to
+/// Dapr. The subscriber's claim is taken, so it ignores the copy.
+#[test]
+fn a_second_delivery_of_an_event_is_ignored() {
+    let mut stack = Stack::start();
+    assert_eq!(post(stack.app_port, "ann", "once").status, 201);
+    wait_for_events(&mut stack, "ann", Stack::app_output_lines);
+    let write_id = stack.redis_command("HGET dapr-spin-hello||ann data");
+    let write_id = write_id.split("\"write_ids\":{\"1\":\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_else(|| panic!("no write id in {write_id}"));
+    let event = json!({"user_id": "ann", "message": "once", "id": 1, "created_at": "t", "write_id": write_id});
+    let reply = support::request(stack.dapr_http_port, "POST", "/v1.0/publish/pubsub/message-updated", &[("content-type", "application/json")], &event.to_string()).unwrap();
+    assert_eq!(reply.status, 204, "{reply:?}");
+
+    stack.wait_for("the copy's delivery", DELIVERY, |s| handled(&s.app_output_lines(), "ann").duplicates == 1);
+    let handled = handled(&stack.app_output_lines(), "ann");
+    assert_eq!(handled.received, [(1, "once".to_string())]);
+}
