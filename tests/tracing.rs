@@ -1,6 +1,7 @@
 //! W3C trace context end to end: the real daprd traces every call (sampling 1) to a Zipkin
-//! endpoint that this test runs, and the spans of one POST's state and publish calls carry
-//! the trace id of the POST's `traceparent`. The event's delivery logs that trace id too.
+//! endpoint that this test runs, and the spans of one POST's state calls (its outbox
+//! transaction among them) carry the trace id of the POST's `traceparent`. The event route
+//! logs the trace id of the delivery Dapr makes.
 
 mod support;
 
@@ -85,7 +86,7 @@ fn read_post(reader: &mut impl BufRead) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn one_posts_state_and_publish_spans_carry_its_trace_id() {
+fn one_posts_state_spans_carry_its_trace_id_and_the_event_route_logs_the_delivered_one() {
     let zipkin = Zipkin::start();
     let mut stack = Stack::start_traced(zipkin.port);
     let trace_id = "5e0c63257de34c92bf9efcd03927272e";
@@ -96,7 +97,9 @@ fn one_posts_state_and_publish_spans_carry_its_trace_id() {
 
     // daprd exports in batches, every few seconds. Its span for each API call names the call
     // (tag dapr.api) and, when the call carried a traceparent, has that trace and parent.
-    let calls = ["GET /v1.0/state/statestore/traced", "POST /v1.0/state/statestore", "POST /v1.0/publish/pubsub/message-updated"];
+    // A new user's POST: the read, the empty history's creation, and the outbox transaction
+    // that stores the message with its event.
+    let calls = ["GET /v1.0/state/statestore/traced", "POST /v1.0/state/statestore", "POST /v1.0/state/statestore/transaction"];
     let carried = |spans: &[Value]| -> Vec<String> {
         spans.iter().filter(|s| s["parentId"] == parent_span_id).filter_map(|s| s["tags"]["dapr.api"].as_str().map(str::to_string)).collect()
     };
@@ -117,5 +120,13 @@ fn one_posts_state_and_publish_spans_carry_its_trace_id() {
         stack.wait_for("the event's delivery", Duration::from_secs(15), |s| s.app_output_lines().iter().any(|l| l.starts_with("Received event:")));
         stack.app_output_lines().into_iter().find(|l| l.starts_with("Received event:")).unwrap()
     };
-    assert!(received.ends_with(&format!("trace_id={trace_id}")), "{received}");
+    // The event route logs the trace Dapr delivers the event in: that of daprd's delivery
+    // span. Dapr 1.18.1's outbox republishes from its internal topic under a trace of its
+    // own, so this is not the POST's trace (README, Tracing).
+    let logged = received.rsplit_once("trace_id=").map(|(_, id)| id.to_string()).unwrap_or_else(|| panic!("no trace id logged: {received}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while zipkin.spans_of_trace(&logged).iter().all(|s| s["name"] != "pubsub/message-updated") {
+        assert!(Instant::now() < deadline, "no delivery span in the logged trace {logged}: {:#?}", zipkin.spans.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
