@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::dapr::SaveOutcome;
-use crate::transport::Transport;
 use crate::error::ApiError;
 use crate::messages::{validate_user_id, Messages, StoredMessage};
+use crate::transport::Transport;
 
 /// How long the claim of a handled event is kept: far longer than any redelivery, which
 /// comes within seconds (the resiliency policy) or minutes (pubsub.redis `processingTimeout`).

@@ -1,7 +1,10 @@
 //! Reading a request: its text headers, its query, and the message fields of a POST, from
 //! the query or from a JSON body.
 
+use std::borrow::Cow;
+
 use http::StatusCode;
+use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use spin_sdk::http::Request;
 
@@ -72,31 +75,17 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
         .collect()
 }
 
-/// Decodes `%XX` escapes (and `+` as a space in a query); bad escapes and bytes that are
-/// not UTF-8 are the caller's error.
+/// Decodes `%XX` escapes (and `+` as a space in a query) with the percent-encoding crate
+/// spin-sdk already compiles in; a `%` without two hex digits after it, and bytes that are
+/// not UTF-8, are the caller's error (the crate would pass both through).
 pub fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                    ApiError::bad_request(format!("bad percent-escape in {text:?}"))
-                })?;
-                out.push(byte);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let bad_escape = text.split('%').skip(1).any(|rest| !rest.as_bytes().get(..2).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
+    if bad_escape {
+        return Err(ApiError::bad_request(format!("bad percent-escape in {text:?}")));
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{text:?} does not decode to UTF-8")))
+    let text = if plus_is_space { Cow::Owned(text.replace('+', " ")) } else { Cow::Borrowed(text) };
+    percent_decode_str(&text)
+        .decode_utf8()
+        .map(Cow::into_owned)
+        .map_err(|_| ApiError::bad_request(format!("{text:?} does not decode to UTF-8")))
 }
