@@ -19,6 +19,7 @@ case ${1:-} in
   *) sed -n '2,11p' "$0" >&2; exit 2 ;;
 esac
 
+host='' tilt_up=()   # set by scripts/tools.sh dev
 if [ "$mode" = cluster ]; then
   tools=$(scripts/tools.sh dev cluster)
   eval "$tools"

@@ -108,7 +108,7 @@ install_redis() {
 
 install_wasmtime() {
   if [ -x "$wasmtime_dir/bin/wasmtime" ]; then return; fi
-  picked wasmtime "$WASMTIME_VERSION" building "from source with cargo (first time only: about 5 min on 2 cores) -> $wasmtime_dir"
+  picked wasmtime "$WASMTIME_VERSION" building "from source with cargo (first time only: 5-10 min on 2 cores) -> $wasmtime_dir"
   with_heartbeat wasmtime cargo install --quiet --locked --root "$wasmtime_dir" wasmtime-cli --version "=$WASMTIME_VERSION" \
     --no-default-features --features "$WASMTIME_FEATURES" >&2
 }
@@ -120,7 +120,7 @@ install_wasmtime() {
 # with Dapr's own "couldn't find" error, and adding its file under scripts/dapr/ adds it here.
 install_daprd() {
   if [ -x "$daprd_dir/daprd" ]; then return; fi
-  picked daprd "${DAPR_VERSION#v}" building "from source with go (first time only: about 4 min on 2 cores) -> $daprd_dir"
+  picked daprd "${DAPR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $daprd_dir"
   local work; work=$(mktemp -d)
   cp "$repo/scripts/tools/daprd/go.mod" "$repo/scripts/tools/daprd/go.sum" "$work/"
   go -C "$work" mod download github.com/dapr/dapr
@@ -203,8 +203,9 @@ tool_version() {
 }
 
 version_at_least() { # HAVE WANT, each X[.Y[.Z]]
-  local IFS=. i
-  local -a have=($1) want=($2)
+  local i have want
+  IFS=. read -r -a have <<<"$1"
+  IFS=. read -r -a want <<<"$2"
   for i in 0 1 2; do
     [ "${have[i]:-0}" -gt "${want[i]:-0}" ] && return 0
     [ "${have[i]:-0}" -lt "${want[i]:-0}" ] && return 1

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/local.sh and scripts/tools.sh: what answers on a local port, and the
 # message when a port the local loop needs is taken. Plain bash (/dev/tcp), so it works
 # without redis-cli or nc, on Linux, macOS and WSL.

@@ -1,5 +1,5 @@
 """A DACA course learner's laptop, faked: what `dapr init` leaves (daprd in ~/.dapr/bin, a Redis
-already answering on the Redis port), Tilt and Spin on PATH, an empty tools cache, no Go.
+already answering on the Redis port), Tilt and Spin on PATH, an empty tools cache.
 `scripts/dev.sh` must build nothing, pick the installed tools, and run the local loop (on ports
 moved off the defaults) against that Redis without restarting or flushing it.
 
@@ -234,6 +234,21 @@ def test_a_taken_port_stops_dev_sh_with_its_holder_and_variable(laptop, variable
     assert f"{variable}=<free port>" in p.stderr
     # It stopped before looking for tools or starting anything.
     assert "tools:" not in p.stdout + p.stderr
+
+
+def test_daprd_older_than_dapr_supports_is_passed_over(laptop):
+    # A stand-in daprd of an old version: only its --version answer matters here.
+    old = os.path.join(laptop["HOME"], ".dapr/bin/daprd")
+    os.unlink(old)
+    with open(old, "w") as f:
+        f.write("#!/bin/sh\necho 1.14.4\n")
+    os.chmod(old, 0o755)
+    path = ["scripts/tools.sh", "path", "daprd"]
+    p = subprocess.run(path, cwd=REPO, env=laptop, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and f"not using daprd 1.14.4 at {old}: the local loop needs " in p.stderr, p.stderr
+    # $DAPRD comes first in the order: the built daprd there is taken.
+    p = subprocess.run(path, cwd=REPO, env=dict(laptop, DAPRD=os.environ["DAPRD"]), capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.strip() == os.environ["DAPRD"], p.stderr
 
 
 def test_a_bad_port_value_is_refused(laptop):
