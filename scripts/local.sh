@@ -19,11 +19,11 @@ cd "$repo"
 # shellcheck source=lib/ports.sh
 . scripts/lib/ports.sh
 
-export APP_PORT=${APP_PORT:-8000}
-export DAPR_HTTP_PORT=${DAPR_HTTP_PORT:-3500}
-export DAPR_GRPC_PORT=${DAPR_GRPC_PORT:-50001}
-export DAPR_METRICS_PORT=${DAPR_METRICS_PORT:-9090}
-export REDIS_PORT=${REDIS_PORT:-6379}
+APP_PORT=${APP_PORT:-8000}
+DAPR_HTTP_PORT=${DAPR_HTTP_PORT:-3500}
+DAPR_GRPC_PORT=${DAPR_GRPC_PORT:-50001}
+DAPR_METRICS_PORT=${DAPR_METRICS_PORT:-9090}
+REDIS_PORT=${REDIS_PORT:-6379}
 wasm=target/wasm32-wasip2/release/dapr_spin_hello.wasm
 app_id=dapr-spin-hello
 
