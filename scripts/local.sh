@@ -1,68 +1,123 @@
 #!/usr/bin/env bash
 # The service without Kubernetes: Redis, a Dapr sidecar and the component on this machine,
 # with the same component names as in the cluster. Each subcommand runs one process in the
-# foreground (Tilt's local mode runs them as serve_cmds; or use three terminals).
+# foreground (Tilt's local mode runs them as serve_cmds; or use one terminal each).
 #
-#   scripts/local.sh redis              # redis-server on 127.0.0.1:6379, in memory
-#   scripts/local.sh daprd              # daprd: HTTP API on 3500, app on 8000, scripts/dapr/
-#   scripts/local.sh app [spin|wasmtime] # the built .wasm on 127.0.0.1:8000 (default: spin)
-#   scripts/local.sh smoke              # the course's curls against 127.0.0.1:8000
+#   scripts/local.sh check               the ports below are free, or stop naming who holds one
+#   scripts/local.sh redis               redis-server on 127.0.0.1:$REDIS_PORT, in memory; or, when a
+#                                        Redis already answers there (dapr init's dapr_redis), that one
+#   scripts/local.sh daprd               daprd on $DAPR_HTTP_PORT, for the app on $APP_PORT, scripts/dapr/
+#   scripts/local.sh app [spin|wasmtime] the built .wasm on 127.0.0.1:$APP_PORT (default: spin)
+#   scripts/local.sh smoke               the course's curls against 127.0.0.1:$APP_PORT
+#
+# Every port moves with its variable, here and in the Tiltfile (APP_PORT=8001 scripts/dev.sh):
+# APP_PORT 8000, DAPR_HTTP_PORT 3500, DAPR_GRPC_PORT 50001, DAPR_METRICS_PORT 9090, REDIS_PORT 6379.
+# The tools are the local loop's (scripts/tools.sh path): installed ones first, then the cached.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-eval "$(scripts/tools.sh env)"
+# shellcheck source=lib/ports.sh
+. scripts/lib/ports.sh
 
 APP_PORT=${APP_PORT:-8000}
 DAPR_HTTP_PORT=${DAPR_HTTP_PORT:-3500}
+DAPR_GRPC_PORT=${DAPR_GRPC_PORT:-50001}
+DAPR_METRICS_PORT=${DAPR_METRICS_PORT:-9090}
 REDIS_PORT=${REDIS_PORT:-6379}
 wasm=target/wasm32-wasip2/release/dapr_spin_hello.wasm
+app_id=dapr-spin-hello
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "local.sh: '$1' is not installed. $2" >&2
-  exit 127
-}
+tool() { scripts/tools.sh path "$1" || exit 127; }
 
 need_wasm() {
   [ -f "$wasm" ] || { echo "local.sh: $wasm is missing: run 'spin build' (or cargo build --target wasm32-wasip2 --release)" >&2; exit 1; }
 }
 
+# require_free VARIABLE WHAT ...: each port free, else one message per taken port, then exit.
+require_free() {
+  local failed=0
+  while [ $# -gt 0 ]; do
+    require_free_port "$1" "$2" || failed=1
+    shift 2
+  done
+  [ "$failed" = 0 ] || exit 1
+}
+
+# The Redis port may hold a Redis already: then local mode uses it. Anything else there is an error.
+redis_port_status() {
+  valid_port REDIS_PORT || exit 2
+  local reply; reply=$(redis_reply "$REDIS_PORT")
+  case $reply in
+    +PONG) echo existing ;;
+    "") if port_listening "$REDIS_PORT"; then port_taken "$REDIS_PORT" REDIS_PORT "Redis: it does not answer PING"; exit 1; fi
+        echo free ;;
+    *) echo "local.sh: port $REDIS_PORT (Redis) answers PING with '$reply' (a Redis with a password?): the components use none. Move ours: REDIS_PORT=<free port>." >&2
+       exit 1 ;;
+  esac
+}
+
+uses_existing_redis() {
+  echo "Redis: 127.0.0.1:$REDIS_PORT already answers PING (held by $(port_holder "$REDIS_PORT" | grep . || echo 'another process'); dapr init's dapr_redis is one): local mode uses it and starts no other. It is never flushed; this app's state keys start with '$app_id||' (Dapr's app-id prefix), and its events go to the stream of the topic 'message-updated'."
+}
+
 case ${1:-} in
+  check)
+    taken=" "
+    for var in APP_PORT DAPR_HTTP_PORT DAPR_GRPC_PORT DAPR_METRICS_PORT REDIS_PORT; do
+      valid_port "$var" || exit 2
+      case $taken in *" ${!var} "*) echo "local.sh: $var is ${!var}, which another of APP_PORT, DAPR_HTTP_PORT, DAPR_GRPC_PORT, DAPR_METRICS_PORT, REDIS_PORT already has." >&2; exit 2 ;; esac
+      taken="$taken${!var} "
+    done
+    redis=$(redis_port_status)
+    require_free DAPR_HTTP_PORT "Dapr HTTP API" DAPR_GRPC_PORT "Dapr gRPC API" DAPR_METRICS_PORT "Dapr metrics" APP_PORT "the app"
+    echo "ports: app $APP_PORT, Dapr HTTP $DAPR_HTTP_PORT, gRPC $DAPR_GRPC_PORT, metrics $DAPR_METRICS_PORT, Redis $REDIS_PORT"
+    if [ "$redis" = existing ]; then uses_existing_redis; else echo "Redis: nothing on $REDIS_PORT yet; local mode starts redis-server there."; fi
+    ;;
   redis)
-    need redis-server "Run scripts/tools.sh redis (Debian: apt-get install redis-server)."
+    redis=$(redis_port_status)
+    if [ "$redis" = existing ]; then
+      uses_existing_redis
+      # Stands for that Redis in Tilt while it answers; stopping this stops nothing else.
+      while redis_answers "$REDIS_PORT"; do sleep 5; done
+      echo "local.sh: the Redis on 127.0.0.1:$REDIS_PORT stopped answering" >&2
+      exit 1
+    fi
+    redis_server=$(tool redis-server)
     # In memory, like the cluster's Redis: a restart empties the state store.
-    exec redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+    exec "$redis_server" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
     ;;
   daprd)
-    need daprd "Run scripts/tools.sh daprd (builds Dapr's sidecar once into ~/.cache/dapr-spin-hello)."
+    require_free DAPR_HTTP_PORT "Dapr HTTP API" DAPR_GRPC_PORT "Dapr gRPC API" DAPR_METRICS_PORT "Dapr metrics"
+    daprd=$(tool daprd)
     components=scripts/dapr
     if [ "$REDIS_PORT" != 6379 ]; then
       components=$(mktemp -d)
       for f in scripts/dapr/*.yaml; do sed "s/localhost:6379/localhost:$REDIS_PORT/" "$f" > "$components/$(basename "$f")"; done
     fi
+    echo "daprd: $daprd ($("$daprd" --version))"
     # Spans to Zipkin when one answers on localhost:9411 (`dapr init` runs one there).
     tracing=()
     if (exec 3<>/dev/tcp/127.0.0.1/9411) 2>/dev/null; then tracing=(--config scripts/dapr/tracing.yaml); fi
-    exec daprd --app-id dapr-spin-hello --app-port "$APP_PORT" --app-channel-address 127.0.0.1 \
-      --dapr-http-port "$DAPR_HTTP_PORT" --dapr-grpc-port "${DAPR_GRPC_PORT:-50001}" \
-      --metrics-port "${DAPR_METRICS_PORT:-9090}" --resources-path "$components" \
+    exec "$daprd" --app-id "$app_id" --app-port "$APP_PORT" --app-channel-address 127.0.0.1 \
+      --dapr-http-port "$DAPR_HTTP_PORT" --dapr-grpc-port "$DAPR_GRPC_PORT" \
+      --metrics-port "$DAPR_METRICS_PORT" --resources-path "$components" \
       --log-level info ${tracing[@]+"${tracing[@]}"}
     ;;
   app)
     need_wasm
-    case ${2:-spin} in
-      spin)
-        need spin "Install Spin: curl -fsSL https://spinframework.dev/downloads/install.sh | bash  (or use: scripts/local.sh app wasmtime)"
-        exec spin up --listen "127.0.0.1:$APP_PORT" --env "DAPR_HTTP_PORT=$DAPR_HTTP_PORT"
-        ;;
-      wasmtime)
-        need wasmtime "Run scripts/tools.sh wasmtime (cargo install wasmtime-cli, once)."
-        exec wasmtime serve -Scli --addr "127.0.0.1:$APP_PORT" --env "DAPR_HTTP_PORT=$DAPR_HTTP_PORT" "$wasm"
-        ;;
-      *) echo "local.sh app: host must be spin or wasmtime, got '$2'" >&2; exit 2 ;;
-    esac
+    case ${2:-spin} in spin|wasmtime) ;; *) echo "local.sh app: host must be spin or wasmtime, got '$2'" >&2; exit 2 ;; esac
+    require_free APP_PORT "the app"
+    if [ "${2:-spin}" = spin ]; then
+      spin=$(tool spin)
+      # spin.toml allows outbound calls to the sidecar's port only, through this variable.
+      export SPIN_VARIABLE_DAPR_HTTP_PORT=$DAPR_HTTP_PORT
+      exec "$spin" up --listen "127.0.0.1:$APP_PORT" --env "DAPR_HTTP_PORT=$DAPR_HTTP_PORT"
+    fi
+    wasmtime=$(tool wasmtime)
+    exec "$wasmtime" serve -Scli --addr "127.0.0.1:$APP_PORT" --env "DAPR_HTTP_PORT=$DAPR_HTTP_PORT" "$wasm"
     ;;
   smoke)
+    valid_port APP_PORT || exit 2
     base=http://127.0.0.1:$APP_PORT
     check() { # name, expected status, curl args...
       local name=$1 want=$2; shift 2
@@ -80,7 +135,7 @@ case ${1:-} in
     echo "smoke: ok"
     ;;
   *)
-    sed -n '2,10p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
     ;;
 esac

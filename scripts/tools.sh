@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# Installs the pinned tools that the tests and the local loop need, into a cache
-# outside the repo, and skips whatever is already there. Safe to run again.
+# Finds or installs the tools that the tests and the local loop need. Safe to run again.
 #
-#   scripts/tools.sh [all|rust|redis|wasmtime|daprd|tilt|wasm-tools|python]...
-#   eval "$(scripts/tools.sh env)"   # puts the cached tools on PATH
+#   scripts/tools.sh [all|rust|redis|wasmtime|daprd|tilt|python]...
+#                                    the tests' tools: the pinned versions, built once into a cache
+#   eval "$(scripts/tools.sh env)"   puts the tests' tools on PATH (and sets DAPRD)
+#   eval "$(scripts/tools.sh dev [local|cluster])"
+#                                    the local loop's tools, in this order: an installed tool of a
+#                                    compatible version, then the cached build, then a source build
+#   scripts/tools.sh path TOOL       where the local loop's TOOL is, in that order, building nothing
 #
-# Cache: $DAPR_SPIN_HELLO_CACHE (default $HOME/.cache/dapr-spin-hello), one folder
-# per tool and version, so a version bump builds anew and never reuses a stale binary.
+# The tests use the pinned versions only, so that a test result means the same on every machine
+# (the real-stack suite is a contract with one known daprd); the local loop takes what the
+# learner has installed (`dapr init`'s daprd, Spin, Tilt) when its version is one it works with.
+#
+# Cache: $DAPR_SPIN_HELLO_CACHE (default $HOME/.cache/dapr-spin-hello), one folder per tool and
+# version (and build recipe), so a bump builds anew and never reuses a stale binary.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${DAPR_SPIN_HELLO_CACHE:-$HOME/.cache/dapr-spin-hello}
+# shellcheck source=lib/ports.sh
+. "$repo/scripts/lib/ports.sh"
+
+have() { command -v "$1" >/dev/null 2>&1; }
+short_hash() { if have sha256sum; then sha256sum; else shasum -a 256; fi | cut -c1-"$1"; }
 
 # Versions. Dapr and Tilt are pinned by their tools modules' go.mod (read here, not repeated).
 WASMTIME_VERSION=48.0.8
@@ -21,16 +34,33 @@ WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-alloca
 go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
+# The Dapr components the built daprd registers: the types in scripts/dapr/ (which the tests,
+# local mode and the benchmark load), and mDNS, self-hosted Dapr's name resolution.
+DAPRD_COMPONENTS=$( (sed -n 's/^  type: *//p' "$repo"/scripts/dapr/*.yaml; echo nameresolution.mdns) | sort -u | paste -sd, -)
 
-wasmtime_dir=$cache/wasmtime-$WASMTIME_VERSION-$(echo "$WASMTIME_FEATURES" | sha256sum | cut -c1-8)
-daprd_dir=$cache/daprd-$DAPR_VERSION
+# What the local loop accepts from an installed tool, and why.
+# Spin: SpinKube's shim runs Spin 3.6.3, the version spin.toml is checked with.
+SPIN_MIN=3.6
+# Tilt: the version the tests evaluate the Tiltfile with, or newer.
+TILT_MIN=$(echo "${TILT_VERSION#v}" | cut -d. -f1,2)
+# daprd: Dapr supports its newest three minor versions; the tests' is the newest here (1.18),
+# so 1.16 and up. The HTTP API, the flags and the components used here are the same in all three.
+DAPRD_MIN=$(echo "${DAPR_VERSION#v}" | awk -F. '{print $1 "." $2 - 2}')
+# wasmtime (only without Spin): the tests' major version or newer (serve's --addr, -S, --env).
+WASMTIME_MIN=${WASMTIME_VERSION%%.*}
+# redis-server: Redis 5 brought the streams that pubsub.redis uses.
+REDIS_MIN=5
+
+wasmtime_dir=$cache/wasmtime-$WASMTIME_VERSION-$(echo "$WASMTIME_FEATURES" | short_hash 8)
+daprd_dir=$cache/daprd-$DAPR_VERSION-$(echo "$DAPRD_COMPONENTS" | short_hash 8)
 tilt_dir=$cache/tilt-$TILT_VERSION
 # Keyed by the requirements' hash, so a change gets a new venv and never breaks one in use.
-python_dir=$cache/python-venv-$(sha256sum "$repo/scripts/requirements.txt" | cut -c1-12)
+python_dir=$cache/python-venv-$(short_hash 12 < "$repo/scripts/requirements.txt")
 
 step() { printf '\n==> %s\n' "$*" >&2; }
-have() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif have sudo; then sudo "$@"; else echo "need root for: $*" >&2; return 1; fi; }
+# One line per tool: what was picked and where from.
+picked() { printf 'tools: %-9s %-8s %-10s %s\n' "$1" "$2" "$3" "$4" >&2; }
 
 # A long build prints a line a minute, so a slow first run reads as busy, not hung.
 with_heartbeat() {
@@ -45,34 +75,70 @@ with_heartbeat() {
   return "$rc"
 }
 
+# ---- the pinned tools, built into the cache ----
+
 install_rust() {
+  if ! have rustup; then
+    echo "tools.sh: rustup is not installed; the component needs Rust's wasm32-wasip2 target: https://rustup.rs, then rustup target add wasm32-wasip2" >&2
+    return 1
+  fi
   if rustup target list --installed | grep -qx wasm32-wasip2; then return; fi
   step "rustup target add wasm32-wasip2"
-  rustup target add wasm32-wasip2
+  rustup target add wasm32-wasip2 >&2
 }
 
 install_redis() {
   if have redis-server; then return; fi
-  step "apt-get install redis-server (Debian)"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  # The package starts a system-wide Redis on 6379; the tests start their own on free ports.
+  if have apt-get; then
+    step "apt-get install redis-server (Debian, Ubuntu)"
+    as_root apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    # The package may start a system-wide Redis on 6379; the tests start their own on free ports.
+  elif [ "$(uname -s)" = Darwin ] && have brew; then
+    step "brew install redis (macOS)"
+    brew install redis >&2
+  else
+    echo "tools.sh: redis-server is not installed, and this system has neither apt-get nor Homebrew." >&2
+    echo "  Install Redis $REDIS_MIN or newer with its package manager (dnf install redis, pacman -S redis, apk add redis," >&2
+    echo "  zypper install redis; macOS: https://brew.sh then brew install redis), or for the local loop only," >&2
+    echo "  start one on 6379: 'dapr init' (the container dapr_redis) or docker run -d -p 6379:6379 redis." >&2
+    return 1
+  fi
 }
 
 install_wasmtime() {
   if [ -x "$wasmtime_dir/bin/wasmtime" ]; then return; fi
-  step "cargo install wasmtime-cli $WASMTIME_VERSION -> $wasmtime_dir (first time only: ~15-25 min on 2 cores)"
+  picked wasmtime "$WASMTIME_VERSION" building "from source with cargo (first time only: about 10 min on 2 cores) -> $wasmtime_dir"
   with_heartbeat wasmtime cargo install --quiet --locked --root "$wasmtime_dir" wasmtime-cli --version "=$WASMTIME_VERSION" \
-    --no-default-features --features "$WASMTIME_FEATURES"
+    --no-default-features --features "$WASMTIME_FEATURES" >&2
 }
 
+# daprd from Dapr's own main package, with only the components in DAPRD_COMPONENTS registered:
+# Dapr registers each component in a file of its own under cmd/daprd/components, so the build
+# uses a copy of the module without the others (a third less to compile). The runtime and
+# those components are Dapr's code, unchanged; a component type outside the list fails to load
+# with Dapr's own "couldn't find" error, and adding its file under scripts/dapr/ adds it here.
 install_daprd() {
   if [ -x "$daprd_dir/daprd" ]; then return; fi
-  step "go build daprd $DAPR_VERSION (-tags stablecomponents) -> $daprd_dir (first time only: ~15-25 min on 2 cores)"
+  picked daprd "${DAPR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $daprd_dir"
+  local work; work=$(mktemp -d)
+  cp "$repo/scripts/tools/daprd/go.mod" "$repo/scripts/tools/daprd/go.sum" "$work/"
+  go -C "$work" mod download github.com/dapr/dapr
+  cp -R "$(go -C "$work" list -m -f '{{.Dir}}' github.com/dapr/dapr)" "$work/dapr"
+  chmod -R u+w "$work/dapr"
+  local registrations=$work/dapr/cmd/daprd/components keep=" zz_notag.go " file
+  for component in ${DAPRD_COMPONENTS//,/ }; do keep="$keep${component//./_}.go "; done
+  for file in "$registrations"/*; do
+    case $keep in *" $(basename "$file") "*) ;; *) rm "$file" ;; esac
+  done
+  go -C "$work" mod edit -replace github.com/dapr/dapr=./dapr
   mkdir -p "$daprd_dir"
-  with_heartbeat daprd go -C "$repo/scripts/tools/daprd" build -trimpath -tags stablecomponents \
-    -o "$daprd_dir/daprd.partial" github.com/dapr/dapr/cmd/daprd
+  # The version stamp makes `daprd --version` answer 1.18.1 instead of "edge".
+  with_heartbeat daprd go -C "$work" build -trimpath -tags stablecomponents \
+    -ldflags "-X github.com/dapr/dapr/pkg/buildinfo.version=${DAPR_VERSION#v}" \
+    -o "$daprd_dir/daprd.partial" github.com/dapr/dapr/cmd/daprd >&2
   mv "$daprd_dir/daprd.partial" "$daprd_dir/daprd"
+  rm -rf "$work"
 }
 
 # Tilt's Go module lacks its web UI (built separately with yarn), and without one `tilt up`
@@ -80,7 +146,7 @@ install_daprd() {
 # UI's embed folder: the tests and the local loop use the terminal, `tilt up --stream`.
 install_tilt() {
   if [ -x "$tilt_dir/tilt" ]; then return; fi
-  step "go build tilt $TILT_VERSION -> $tilt_dir (first time only: ~5-10 min on 2 cores)"
+  picked tilt "${TILT_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $tilt_dir"
   local work; work=$(mktemp -d)
   cp "$repo/scripts/tools/tilt/go.mod" "$repo/scripts/tools/tilt/go.sum" "$work/"
   go -C "$work" mod vendor
@@ -89,7 +155,7 @@ install_tilt() {
   echo '<!doctype html><title>Tilt</title><p>This Tilt was built from its Go module, which has no web UI: use <code>tilt up --stream</code>, or install Tilt from tilt.dev for the UI.</p>' > "$ui/index.html"
   mkdir -p "$tilt_dir"
   with_heartbeat tilt go -C "$work" build -mod=vendor -trimpath -ldflags "-X main.version=${TILT_VERSION#v}" \
-    -o "$tilt_dir/tilt.partial" github.com/tilt-dev/tilt/cmd/tilt
+    -o "$tilt_dir/tilt.partial" github.com/tilt-dev/tilt/cmd/tilt >&2
   mv "$tilt_dir/tilt.partial" "$tilt_dir/tilt"
   rm -rf "$work"
 }
@@ -100,23 +166,161 @@ install_python() {
   step "python venv with scripts/requirements.txt -> $python_dir"
   rm -rf "$python_dir"
   python3 -m venv "$python_dir"
-  "$python_dir/bin/pip" install --quiet --disable-pip-version-check -r "$repo/scripts/requirements.txt"
+  "$python_dir/bin/pip" install --quiet --disable-pip-version-check -r "$repo/scripts/requirements.txt" >&2
   touch "$python_dir/.complete"
+}
+
+install_pinned() {
+  local from=cached
+  [ -x "$(cached_path "$1")" ] || from=built
+  "install_$1"
+  picked "$1" "$(pinned_version "$1")" "$from" "$(cached_path "$1")"
+}
+
+pinned_version() { case $1 in wasmtime) echo "$WASMTIME_VERSION" ;; daprd) echo "${DAPR_VERSION#v}" ;; tilt) echo "${TILT_VERSION#v}" ;; esac; }
+
+cached_path() {
+  case $1 in
+    wasmtime) echo "$wasmtime_dir/bin/wasmtime" ;;
+    daprd) echo "$daprd_dir/daprd" ;;
+    tilt) echo "$tilt_dir/tilt" ;;
+  esac
 }
 
 print_env() {
   echo "export PATH=\"$wasmtime_dir/bin:$daprd_dir:$tilt_dir:$python_dir/bin:\$PATH\""
+  echo "export DAPRD=\"$daprd_dir/daprd\""
+}
+
+# ---- the local loop's tools: installed, then cached, then built ----
+
+# The version an installed tool reports ("" when it names none, like an unstamped daprd's "edge").
+tool_version() {
+  case $1 in
+    tilt) "$2" version ;;   # v0.34.0, built 2025-...
+    *) "$2" --version ;;    # spin 3.6.3 (...) · 1.18.1 · wasmtime 48.0.8 (...) · Redis server v=7.0.15 ...
+  esac 2>/dev/null | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -1 || true
+}
+
+version_at_least() { # HAVE WANT, each X[.Y[.Z]]
+  local i have want
+  IFS=. read -r -a have <<<"$1"
+  IFS=. read -r -a want <<<"$2"
+  for i in 0 1 2; do
+    [ "${have[i]:-0}" -gt "${want[i]:-0}" ] && return 0
+    [ "${have[i]:-0}" -lt "${want[i]:-0}" ] && return 1
+  done
+  return 0
+}
+
+min_version() {
+  case $1 in spin) echo "$SPIN_MIN" ;; tilt) echo "$TILT_MIN" ;; daprd) echo "$DAPRD_MIN" ;; wasmtime) echo "$WASMTIME_MIN" ;; redis-server) echo "$REDIS_MIN" ;; esac
+}
+
+# Where an installed TOOL may be, in the order tried.
+installed_candidates() {
+  case $1 in
+    daprd) [ -z "${DAPRD:-}" ] || echo "$DAPRD"; echo "$HOME/.dapr/bin/daprd"; command -v daprd || true ;;
+    *) command -v "$1" || true ;;
+  esac
+}
+
+# find_tool TOOL: sets found (its path), found_version and found_from (installed or cached),
+# or fails. An installed tool of another version is named, with why it is not used.
+find_tool() {
+  local tool=$1 min candidate version
+  min=$(min_version "$tool")
+  found='' found_version='' found_from=''
+  while IFS= read -r candidate; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    case $candidate in "$cache"/*) found=$candidate found_version=pinned found_from=cached; return 0 ;; esac
+    version=$(tool_version "$tool" "$candidate")
+    if [ -n "$version" ] && version_at_least "$version" "$min"; then
+      found=$candidate found_version=$version found_from=installed
+      return 0
+    fi
+    echo "tools: not using $tool ${version:-(no version number)} at $candidate: the local loop needs $min or newer" >&2
+  done < <(installed_candidates "$tool")
+  local cached; cached=$(cached_path "$tool")
+  if [ -n "$cached" ] && [ -x "$cached" ]; then
+    found=$cached found_version=pinned found_from=cached
+    return 0
+  fi
+  return 1
+}
+
+# find_or_build TOOL: find_tool, else the pinned source build; then its line.
+find_or_build() {
+  if ! find_tool "$1"; then
+    "install_$1"
+    found=$(cached_path "$1") found_version=pinned found_from=built
+  fi
+  [ "$found_version" != pinned ] || found_version=$(pinned_version "$1")
+  picked "$1" "$found_version" "$found_from" "$found"
+}
+
+# eval "$(tools.sh dev [local|cluster])": picks each tool, builds what is missing, says which it
+# took, and prints dev.sh's two settings: host (spin or wasmtime) and tilt_up (its command).
+# scripts/local.sh later finds the same tools again with `tools.sh path`.
+dev_tools() {
+  local mode=${1:-local}
+  case $mode in local|cluster) ;; *) echo "tools.sh dev: mode must be local or cluster, not '$mode'" >&2; return 2 ;; esac
+  exec 3>&1 1>&2   # everything but the settings goes to the terminal
+  find_or_build tilt
+  local tilt_up; printf -v tilt_up '%q up' "$found"
+  # A Tilt from tilt.dev serves its web UI; the one built here has none, so it streams logs.
+  [ "$found_from" = installed ] || tilt_up="$tilt_up --stream"
+  echo "tilt_up=($tilt_up)" >&3
+  [ "$mode" = local ] || return 0
+
+  install_rust
+  local host=wasmtime
+  if find_tool spin; then
+    host=spin
+    picked spin "$found_version" installed "$found"
+    picked wasmtime - 'not used' 'Spin runs the component'
+  else
+    echo "tools: Spin ($SPIN_MIN or newer) is not installed, so the component runs under wasmtime serve (the same .wasm). For Spin: curl -fsSL https://spinframework.dev/downloads/install.sh | bash && sudo mv spin /usr/local/bin/"
+    find_or_build wasmtime
+  fi
+  echo "host=$host" >&3
+
+  find_or_build daprd
+
+  REDIS_PORT=${REDIS_PORT:-6379}
+  if valid_port REDIS_PORT && redis_answers "$REDIS_PORT"; then
+    picked redis - running "127.0.0.1:$REDIS_PORT answers PING: local mode uses that Redis and starts none"
+  else
+    find_tool redis-server || { install_redis; find_tool redis-server; }
+    picked redis "$found_version" installed "$found"
+  fi
+}
+
+# tools.sh path TOOL: the local loop's TOOL, as dev_tools would pick it, or why there is none.
+tool_path() {
+  if find_tool "$1"; then echo "$found"; return; fi
+  case $1 in
+    spin) echo "tools.sh: no Spin $SPIN_MIN or newer. Install it: curl -fsSL https://spinframework.dev/downloads/install.sh | bash && sudo mv spin /usr/local/bin/ (or use wasmtime: scripts/local.sh app wasmtime)" >&2 ;;
+    redis-server) echo "tools.sh: no redis-server $REDIS_MIN or newer: scripts/tools.sh redis installs one (apt-get or brew), or say which Redis to use with REDIS_PORT." >&2 ;;
+    *) echo "tools.sh: no $1 ($(min_version "$1") or newer) installed or cached: scripts/dev.sh (or scripts/tools.sh $1) builds it once." >&2 ;;
+  esac
+  return 1
 }
 
 main() {
   local targets=("$@")
   [ ${#targets[@]} -gt 0 ] || targets=(all)
+  case ${targets[0]} in
+    dev) dev_tools "${targets[@]:1}"; return ;;
+    path) tool_path "${targets[1]:?tools.sh path TOOL}"; return ;;
+  esac
   for t in "${targets[@]}"; do
     case $t in
       env) print_env ;;
-      all) install_rust; install_redis; install_python; install_wasmtime; install_daprd; install_tilt ;;
-      rust|redis|wasmtime|daprd|tilt|python) "install_$t" ;;
-      *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|env)" >&2; exit 2 ;;
+      all) install_rust; install_redis; install_python; for tool in wasmtime daprd tilt; do install_pinned "$tool"; done ;;
+      rust|redis|python) "install_$t" ;;
+      wasmtime|daprd|tilt) install_pinned "$t" ;;
+      *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|env|dev|path)" >&2; exit 2 ;;
     esac
   done
 }
