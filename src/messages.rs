@@ -166,7 +166,15 @@ impl<T: Transport> Messages<'_, T> {
                 Err(e) if e.dapr_error_code.as_deref() == Some("ERR_STATE_TRANSACTION") && self.etag(&new.user_id)? != Some(etag) => {
                     SaveOutcome::Conflict
                 }
-                other => other.map_err(|e| ApiError { message: format!("{}; nothing was stored", e.message), ..e })?,
+                other => other.map_err(|e| {
+                    // Without an answer in time the transaction may still have run.
+                    let stored = if e.status == StatusCode::GATEWAY_TIMEOUT {
+                        "the message may have been stored: read the history before you retry"
+                    } else {
+                        "nothing was stored"
+                    };
+                    ApiError { message: format!("{}; {stored}", e.message), ..e }
+                })?,
             };
             match outcome {
                 SaveOutcome::Saved => return Ok(stored),
@@ -242,6 +250,7 @@ pub fn rfc3339_utc(since_epoch: Duration) -> String {
 mod tests {
     use super::*;
     use crate::transport::scripted::Scripted;
+    use crate::transport::SendFailure;
     use serde_json::json;
 
     fn config() -> Config {
@@ -433,6 +442,16 @@ mod tests {
         let err = store(&dapr, "m").unwrap_err();
         assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_PUBLISH_OUTBOX"));
         assert!(err.message.contains("connection refused; nothing was stored"), "{err}");
+    }
+
+    #[test]
+    fn a_transaction_without_an_answer_in_time_may_have_stored() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
+        let err = store(&dapr, "m").unwrap_err();
+        assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(err.message.ends_with("the message may have been stored: read the history before you retry"), "{err}");
     }
 
     #[test]
