@@ -50,8 +50,8 @@ SPIN_WASMTIME_OPTIONS = [f"-O{option}" for option in (
 
 
 def pinned(cores, cmd):
-    """cmd, run on `cores` when the machine has cores to spare."""
-    return ["taskset", "-c", cores, *cmd] if PINNED else list(cmd)
+    """cmd, run on `cores` when the machine has cores to spare (and cores are given)."""
+    return ["taskset", "-c", cores, *cmd] if PINNED and cores else list(cmd)
 
 
 def placement():

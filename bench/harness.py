@@ -190,7 +190,7 @@ def load():
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def daprd_cmd(app_id, app_port, dapr_port, resources, cores):
+def daprd_cmd(app_id, app_port, dapr_port, resources, cores=None):
     """A daprd for the app on app_port, its HTTP API on dapr_port, other ports free ones."""
     return pinned(cores, [
         "daprd", "--app-id", app_id, "--app-port", str(app_port), "--app-channel-address", "127.0.0.1",
@@ -200,8 +200,9 @@ def daprd_cmd(app_id, app_port, dapr_port, resources, cores):
     ])
 
 
-def start_redis(procs, port, directory, cores, env=None):
-    """An in-memory redis-server on port, ready when this returns."""
-    procs.start(f"redis-{port}", pinned(cores, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+def start_redis(procs, port, directory, cores=None, env=None):
+    """An in-memory redis-server on port, ready when this returns; its process."""
+    proc = procs.start(f"redis-{port}", pinned(cores, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                                "--save", "", "--appendonly", "no", "--dir", str(directory)]), env=env)
     procs.wait_for(f"redis on port {port}", lambda: port_busy(port), timeout=20)
+    return proc
