@@ -40,6 +40,7 @@ from pathlib import Path
 from builds import BUILD, CEILING, WASM, ceiling_build, copy_repo, measure_builds, production_build, save_to_serve
 from harness import BENCH, LOGS, OUT, REPO, Checks, StartError, install_tools, load, machine, run
 from load import request_path
+from profile import instructions_per_get
 from report import release_profile, report
 
 
@@ -89,6 +90,10 @@ def main():
                 wasms["lto"] = data["production"]["wasm"]
             data["load"]["requests"] = load()
             data["requests"] = request_path(wasms, env, args, checks)
+            if not args.quick and shutil.which("valgrind"):
+                print("==> profile: instructions per GET / under callgrind (bench/profile.py)", flush=True)
+                data["instructions"] = instructions_per_get({"empty component": wasms["ceiling"], "this service": wasms["dev"],
+                                                        "this service, fat LTO": wasms["lto"]}, env)
             if not args.quick:
                 data["saves"] = save_to_serve(crate, args.edits, env, checks)
     except StartError as e:
