@@ -8,6 +8,17 @@ from load import SCENARIOS
 from profile import table
 
 
+# Below this line, RESULTS.md holds measurements written by hand (comparisons across
+# branches, which one run cannot make); a new run keeps them.
+KEPT = "<!-- Written by hand below: bench/run.py keeps this part. -->"
+
+
+def kept_notes(path):
+    """The hand-written part of the report at path, from KEPT on, or nothing."""
+    text = path.read_text() if path.exists() else ""
+    return "\n" + text[text.index(KEPT):] if KEPT in text else ""
+
+
 def spread(values, unit="s"):
     return (f"{statistics.median(values):.2f} {unit} median (min {min(values):.2f}, max {max(values):.2f}; "
             f"n={len(values)})")

@@ -41,7 +41,7 @@ from builds import BUILD, CEILING, WASM, ceiling_build, copy_repo, measure_build
 from harness import BENCH, LOGS, OUT, REPO, Checks, StartError, install_tools, load, machine, run
 from load import request_path
 from profile import instructions_per_get
-from report import release_profile, report
+from report import kept_notes, release_profile, report
 
 
 def main():
@@ -102,7 +102,7 @@ def main():
         data["load"]["end"] = load()
     if "wasm_size" in data:
         target = OUT / "quick.md" if args.quick else BENCH / "RESULTS.md"
-        target.write_text(report(data, args))
+        target.write_text(report(data, args) + kept_notes(target))
         print(f"==> wrote {target.relative_to(REPO)}")
     print(f"bench {'quick' if args.quick else 'full'}: {checks.passed} passed, {len(checks.failed)} failed")
     for failure in checks.failed:
