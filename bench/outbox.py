@@ -14,7 +14,8 @@ clear the mark (what a save-then-publish design needs at least; a sweeper for us
 never post again would come on top). `outbox`: read, one transaction with the outbox
 projection (a new user's history first created empty, outside any transaction).
 
-Standard library only; daprd and redis-server from PATH (`eval "$(scripts/tools.sh env)"`).
+Standard library and bench/harness.py (processes, ports) only; daprd and redis-server from
+PATH (`eval "$(scripts/tools.sh env)"`).
 """
 import http.client
 import http.server
@@ -22,14 +23,14 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from harness import Processes, daprd_cmd, free_port, start_redis
 
 def component(name, type, redis_port, **metadata):
     """A Dapr component on the Redis at redis_port, as YAML."""
@@ -46,12 +47,6 @@ def components(state_port, pubsub_port, outbox_pubsub, concurrency):
         component("pubsub", "pubsub.redis", pubsub_port),
         component("outbox", "pubsub.redis", pubsub_port, concurrency=concurrency, queueDepth=concurrency),
     ])
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Subscriber(http.server.BaseHTTPRequestHandler):
@@ -83,18 +78,16 @@ class Sidecar:
     """redis-server for state, one for pub/sub, the subscriber, and daprd, on free ports."""
 
     def __init__(self, dir, outbox_pubsub="outbox", concurrency=500):
-        self.dir, self.procs = Path(dir), []
+        self.dir, self.procs = Path(dir), Processes(logs=dir)
         self.state_port, self.pubsub_port, app_port, self.port = free_port(), free_port(), free_port(), free_port()
         (self.dir / "components").mkdir()
         (self.dir / "components/components.yaml").write_text(
             components(self.state_port, self.pubsub_port, outbox_pubsub, concurrency))
-        self.state_redis, self.pubsub_redis = self.redis(self.state_port), self.redis(self.pubsub_port)
+        start_redis(self.procs, self.state_port, self.dir)
+        self.pubsub_redis = start_redis(self.procs, self.pubsub_port, self.dir)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", app_port), Subscriber)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.start("daprd", ["daprd", "--app-id", "outbox-bench", "--app-port", str(app_port), "--app-channel-address", "127.0.0.1",
-                             "--dapr-http-port", str(self.port), "--dapr-grpc-port", str(free_port()),
-                             "--dapr-internal-grpc-port", str(free_port()), "--metrics-port", str(free_port()),
-                             "--dapr-listen-addresses", "127.0.0.1", "--resources-path", str(self.dir / "components")])
+        self.procs.start("daprd", daprd_cmd("outbox-bench", app_port, self.port, self.dir / "components"))
         deadline = time.monotonic() + 60
         while self.call("GET", "/v1.0/healthz/outbound", quiet=True)[0] != 204:
             if time.monotonic() > deadline:
@@ -103,26 +96,8 @@ class Sidecar:
         self.transaction("warm-up", {"v": 0}, None, {"event": "warm-up"})
         self.wait_for_events(1)
 
-    def start(self, name, cmd):
-        with open(self.dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.procs.append(proc)
-        return proc
-
-    def redis(self, port):
-        proc = self.start(f"redis-{port}", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                            "--appendonly", "no", "--dir", str(self.dir)])
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return proc
-            time.sleep(0.05)
-        raise SystemExit("redis-server did not start")
-
     def stop(self):
-        for proc in reversed(self.procs):
-            proc.terminate()
-            proc.wait()
+        self.procs.stop_all()
         self.server.shutdown()
 
     def call(self, method, path, body=None, quiet=False):

@@ -1,6 +1,6 @@
 //! dapr-spin-hello: the DACA "hello Dapr" message service as a Spin component.
 //!
-//! - `routes`: the HTTP API (a spin-sdk `Router`, handlers that read like the API docs).
+//! - `routes`: the HTTP API (a route table, handlers that read like the API docs).
 //! - `openapi`: `GET /openapi.json`, the API described (src/openapi.json).
 //! - `request`: reading a request's headers, query and JSON body.
 //! - `messages`: the message domain: validation, the bounded per-user history, the append
