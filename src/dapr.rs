@@ -69,25 +69,17 @@ impl<T: Transport> DaprClient<T> {
         }
     }
 
-    /// `POST /v1.0/state/{store}` with `concurrency: first-write`: the write lands only if the
-    /// key still has `etag` (or, without one, does not exist yet), so no update is lost.
+    /// `POST /v1.0/state/{store}` with `concurrency: first-write` and no ETag: creates the key
+    /// only if it does not exist yet, else `Conflict`. Stores refuse an existing key
+    /// differently (Redis: 500 ERR_STATE_SAVE, not 409), so a refused create is read back:
+    /// a key that exists now is a conflict, anything else the store's error.
     /// With `ttl_seconds`, the store deletes the key after that long (`ttlInSeconds`).
-    pub fn save_state_first_write(
-        &self,
-        store: &str,
-        key: &str,
-        value: &impl Serialize,
-        etag: Option<&str>,
-        ttl_seconds: Option<u32>,
-    ) -> Result<SaveOutcome, ApiError> {
+    pub fn create_state(&self, store: &str, key: &str, value: &impl Serialize, ttl_seconds: Option<u32>) -> Result<SaveOutcome, ApiError> {
         let mut item = json!({
             "key": key,
             "value": value,
             "options": { "concurrency": "first-write", "consistency": "strong" },
         });
-        if let Some(etag) = etag {
-            item["etag"] = json!(etag);
-        }
         if let Some(ttl) = ttl_seconds {
             item["metadata"] = json!({ "ttlInSeconds": ttl.to_string() });
         }
@@ -96,7 +88,8 @@ impl<T: Transport> DaprClient<T> {
         match response.status() {
             s if s.is_success() => Ok(SaveOutcome::Saved),
             StatusCode::CONFLICT => Ok(SaveOutcome::Conflict),
-            _ => Err(dapr_error(&response, &format!("saving key {key:?} to state store {store}"))),
+            _ if self.get_state(store, key)?.is_some() => Ok(SaveOutcome::Conflict),
+            _ => Err(dapr_error(&response, &format!("creating key {key:?} in state store {store}"))),
         }
     }
 
@@ -259,32 +252,39 @@ mod tests {
     }
 
     #[test]
-    fn save_sends_first_write_with_etag() {
+    fn create_sends_first_write_without_etag() {
         let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).save_state_first_write("statestore", "ann", &json!({"a": 1}), Some("3"), None);
+        let outcome = client(dapr.clone(), None).create_state("statestore", "ann", &json!({"a": 1}), None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
         assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore"]);
         assert_eq!(
             dapr.json_sent(0),
-            json!([{"key": "ann", "value": {"a": 1}, "etag": "3",
+            json!([{"key": "ann", "value": {"a": 1},
                     "options": {"concurrency": "first-write", "consistency": "strong"}}])
         );
         assert_eq!(dapr.sent.borrow()[0].headers()["content-type"], "application/json");
     }
 
     #[test]
-    fn save_without_etag_sends_none() {
+    fn create_with_ttl_asks_the_store_to_expire_the_key() {
         let dapr = Scripted::new().answer(204, &[], "");
-        client(dapr.clone(), None).save_state_first_write("statestore", "ann", &json!(1), None, None).unwrap();
-        assert!(dapr.json_sent(0)[0].get("etag").is_none());
-        assert!(dapr.json_sent(0)[0].get("metadata").is_none());
+        client(dapr.clone(), None).create_state("statestore", "k", &json!(1), Some(60)).unwrap();
+        assert_eq!(dapr.json_sent(0)[0]["metadata"], json!({"ttlInSeconds": "60"}));
     }
 
     #[test]
-    fn save_with_ttl_asks_the_store_to_expire_the_key() {
-        let dapr = Scripted::new().answer(204, &[], "");
-        client(dapr.clone(), None).save_state_first_write("statestore", "k", &json!(1), None, Some(60)).unwrap();
-        assert_eq!(dapr.json_sent(0)[0]["metadata"], json!({"ttlInSeconds": "60"}));
+    fn a_refused_create_of_a_key_that_exists_is_a_conflict() {
+        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(200, &[("etag", "1")], "{}");
+        let outcome = client(dapr.clone(), None).create_state("statestore", "ann", &json!(1), None);
+        assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
+        assert_eq!(dapr.calls()[1], "GET http://localhost:3500/v1.0/state/statestore/ann?consistency=strong");
+    }
+
+    #[test]
+    fn a_refused_create_of_a_key_still_missing_is_the_stores_error() {
+        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(204, &[], "");
+        let err = client(dapr, None).create_state("statestore", "ann", &json!(1), None).unwrap_err();
+        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE")));
     }
 
     #[test]
@@ -312,9 +312,9 @@ mod tests {
     }
 
     #[test]
-    fn save_409_is_a_conflict_not_an_error() {
+    fn create_409_is_a_conflict_not_an_error() {
         let dapr = Scripted::new().answer(409, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#);
-        let outcome = client(dapr, None).save_state_first_write("statestore", "ann", &json!(1), Some("1"), None);
+        let outcome = client(dapr, None).create_state("statestore", "ann", &json!(1), None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
     }
 
@@ -400,7 +400,7 @@ mod tests {
         });
         let client = client(dapr.clone(), None).with_trace(trace);
         client.get_state("statestore", "ann").unwrap();
-        client.save_state_first_write("statestore", "ann", &json!(1), None, None).unwrap();
+        client.create_state("statestore", "ann", &json!(1), None).unwrap();
         client.save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap();
         for request in dapr.sent.borrow().iter() {
             assert_eq!(request.headers()["traceparent"], parent, "{}", request.uri());

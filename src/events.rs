@@ -65,12 +65,7 @@ impl<T: Transport> Messages<'_, T> {
         let store = &self.config.state_store;
         let claim = claim_key(&event.write_id);
         let value = json!({ "user_id": event.user_id, "id": event.id });
-        let outcome = match self.dapr.save_state_first_write(store, &claim, &value, None, Some(CLAIM_TTL_SECONDS)) {
-            // Redis refuses an existing key with 500 ERR_STATE_SAVE, not 409.
-            Err(_) if self.dapr.get_state(store, &claim)?.is_some() => SaveOutcome::Conflict,
-            other => other?,
-        };
-        Ok(match outcome {
+        Ok(match self.dapr.create_state(store, &claim, &value, Some(CLAIM_TTL_SECONDS))? {
             SaveOutcome::Saved => Verdict::Act,
             SaveOutcome::Conflict => Verdict::Duplicate,
         })

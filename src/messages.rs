@@ -192,11 +192,7 @@ impl<T: Transport> Messages<'_, T> {
 
     /// Creates an empty history, unless one exists (then another writer just created it).
     fn create_history(&self, user_id: &str) -> Result<(), ApiError> {
-        match self.dapr.save_state_first_write(&self.config.state_store, user_id, &History::default(), None, None) {
-            // Redis refuses an existing key with 500 ERR_STATE_SAVE, not 409.
-            Err(_) if self.history(user_id)?.is_some() => Ok(()),
-            other => other.map(|_| ()),
-        }
+        self.dapr.create_state(&self.config.state_store, user_id, &History::default(), None).map(|_| ())
     }
 
     fn etag(&self, user_id: &str) -> Result<Option<String>, ApiError> {

@@ -202,7 +202,7 @@ fn receive_event<T: Transport>(app: &App<T>, request: &Request) -> Result<Respon
     }
     let status = match parse_cloud_event(request.body()) {
         Ok(event) => {
-            // The trace id Dapr delivers with the event: the publishing request's trace.
+            // The trace Dapr delivers the event in (under the outbox, not the POST's: README, Tracing).
             let trace = header(request, "traceparent").and_then(trace_id).map(|id| format!(" trace_id={id}")).unwrap_or_default();
             match app.messages().verdict(&event)? {
                 Verdict::Act => println!("Received event: user_id={:?} message={:?} id={}{trace}", event.user_id, event.message, event.id),
