@@ -48,12 +48,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI: short runs, no build timings, no Tilt; writes bench/out/quick.md")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--duration", type=int, help="seconds per measurement (full 15, quick 2)")
+    parser.add_argument("--duration", type=int, help="seconds per measurement (full 15, quick 1)")
     parser.add_argument("--edits", type=int, default=5, help="rebuilds and save-to-serve edits (full mode)")
     parser.add_argument("--note", default="", help="a remark for RESULTS.md, e.g. what else loaded the machine")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops what was started
-    args.duration = args.duration or (2 if args.quick else 15)
+    args.duration = args.duration or (1 if args.quick else 15)
     args.warmup = 1 if args.quick else 3
     command = shlex.join(["python3", "bench/run.py", *sys.argv[1:]])
 
