@@ -251,3 +251,18 @@ fn a_second_delivery_of_an_event_is_ignored() {
     let handled = handled(&stack.app_output_lines(), "ann");
     assert_eq!(handled.received, [(1, "once".to_string())]);
 }
+
+/// The counts above read the component's lines from wasmtime's output, where two instances
+/// printing at once can share a line (seen in CI); a lost `Received event` would fail a test.
+#[test]
+fn lines_printed_at_once_by_two_instances_are_read_whole() {
+    let output = "stdout [89] :: Received event: id=3\n\
+                  stdout [93] :: stdout [91] :: Received event: id=7\n\
+                  Received event: id=9\n\
+                  stderr [4] :: error: 502: a :: b\n\
+                  stdout [x] :: not a prefix\n";
+    assert_eq!(
+        support::without_host_prefixes(output),
+        ["Received event: id=3", "Received event: id=7", "Received event: id=9", "error: 502: a :: b", "stdout [x] :: not a prefix"]
+    );
+}

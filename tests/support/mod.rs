@@ -358,10 +358,28 @@ fn dapr_args(dir: &Path, app_port: u16, dapr_http_port: u16) -> Vec<String> {
     ]
 }
 
-/// Output lines without wasmtime's `stdout [N] :: ` prefixes.
-fn without_host_prefixes(output: &str) -> Vec<String> {
-    output.lines().map(|line| line.split_once(" :: ").map_or(line, |(_, rest)| rest).to_string()).collect()
+/// Output lines without wasmtime's `stdout [N] :: ` prefixes. wasmtime writes the prefix and
+/// the line apart, so when two instances print at once one line can carry both prefixes and
+/// the next none (seen in CI: `stdout [93] :: stdout [91] :: Received event: ...`).
+pub fn without_host_prefixes(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .map(|mut line| {
+            while let Some(rest) = host_prefix_stripped(line) {
+                line = rest;
+            }
+            line.to_string()
+        })
+        .collect()
 }
+
+/// `line` after a leading `stdout [N] :: ` or `stderr [N] :: `, if it has one.
+fn host_prefix_stripped(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("stdout [").or_else(|| line.strip_prefix("stderr ["))?;
+    let (instance, rest) = rest.split_once("] :: ")?;
+    (!instance.is_empty() && instance.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
+}
+
 
 fn start_redis(dir: &Path, port: u16) -> Process {
     // In memory only, like the course's dev Redis (and kubernetes/redis.yaml): a restart empties it.
