@@ -3,6 +3,7 @@
 #
 #   scripts/tools.sh [all|rust|redis|wasmtime|daprd|tilt|python]...
 #                                    the tests' tools: the pinned versions, built once into a cache
+#   scripts/tools.sh fetch           only the downloads: the venv, daprd's and Tilt's Go modules
 #   eval "$(scripts/tools.sh env)"   puts the tests' tools on PATH (and sets DAPRD)
 #   eval "$(scripts/tools.sh dev [local|cluster])"
 #                                    the local loop's tools, in this order: an installed tool of a
@@ -205,13 +206,13 @@ install_pinned() {
 }
 
 # Everything the tests need. The downloads (Python wheels, the Go builds' modules) wait on the
-# network, not the CPU, so they run while cargo compiles wasmtime, the longest build; the Go
-# builds then start with their sources in place. (The Go builds themselves run after wasmtime:
+# network more than the CPU, so they run while cargo compiles wasmtime, the longest build, at
+# the lowest priority so as not to slow it; the Go builds then start with their sources in place. (The Go builds themselves run after wasmtime:
 # beside it, even at nice 19, the three took longer than one after the other.)
 install_all() {
   install_rust
   install_redis
-  ( install_python; fetch_daprd; fetch_tilt ) &
+  nice -n 19 "$repo/scripts/tools.sh" fetch &
   local fetching=$!
   install_pinned wasmtime
   # A failed download is retried by the step that needs it, and fails there with Go's or pip's error.
@@ -362,9 +363,10 @@ main() {
     case $t in
       env) print_env ;;
       all) install_all ;;
+      fetch) install_python; fetch_daprd; fetch_tilt ;;
       rust|redis|python) "install_$t" ;;
       wasmtime|daprd|tilt) install_pinned "$t" ;;
-      *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|env|dev|path)" >&2; exit 2 ;;
+      *) echo "tools.sh: unknown target '$t' (all|fetch|rust|redis|wasmtime|daprd|tilt|python|env|dev|path)" >&2; exit 2 ;;
     esac
   done
 }
