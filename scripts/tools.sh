@@ -3,7 +3,6 @@
 #
 #   scripts/tools.sh [all|rust|redis|wasmtime|daprd|tilt|python]...
 #                                    the tests' tools: the pinned versions, built once into a cache
-#   scripts/tools.sh fetch           only the downloads: the venv, daprd's and Tilt's Go modules
 #   eval "$(scripts/tools.sh env)"   puts the tests' tools on PATH (and sets DAPRD)
 #   eval "$(scripts/tools.sh dev [local|cluster])"
 #                                    the local loop's tools, in this order: an installed tool of a
@@ -55,9 +54,6 @@ REDIS_MIN=5
 wasmtime_dir=$cache/wasmtime-$WASMTIME_VERSION-$(echo "$WASMTIME_FEATURES" | short_hash 8)
 daprd_dir=$cache/daprd-$DAPR_VERSION-$(echo "$DAPRD_COMPONENTS" | short_hash 8)
 tilt_dir=$cache/tilt-$TILT_VERSION
-# The Go builds' sources, downloaded ahead of their builds (see install_all); gone once built.
-daprd_work=$cache/src/${daprd_dir##*/}
-tilt_work=$cache/src/${tilt_dir##*/}
 # Keyed by the requirements' hash, so a change gets a new venv and never breaks one in use.
 python_dir=$cache/python-venv-$(short_hash 12 < "$repo/scripts/requirements.txt")
 
@@ -80,9 +76,6 @@ with_heartbeat() {
   echo "    $what: $(( SECONDS - start )) s" >&2
   return "$rc"
 }
-
-# A new, empty DIR; what an interrupted run left there goes, read-only Go module files included.
-empty_dir() { if [ -e "$1" ]; then chmod -R u+w "$1"; rm -rf "$1"; fi; mkdir -p "$1"; }
 
 # Go names every module it fetches on a line of its own ("go: downloading ...", 340 lines for
 # daprd and Tilt); the heartbeat already says the build is busy, so those lines are dropped.
@@ -131,61 +124,48 @@ install_wasmtime() {
 # uses a copy of the module without the others (a third less to compile). The runtime and
 # those components are Dapr's code, unchanged; a component type outside the list fails to load
 # with Dapr's own "couldn't find" error, and adding its file under scripts/dapr/ adds it here.
-# fetch_daprd prepares that copy and downloads what it imports; install_daprd compiles it.
-fetch_daprd() {
-  if [ -x "$daprd_dir/daprd" ] || [ -f "$daprd_work/.fetched" ]; then return; fi
-  empty_dir "$daprd_work"
-  cp "$repo/scripts/tools/daprd/go.mod" "$repo/scripts/tools/daprd/go.sum" "$daprd_work/"
-  quiet_go -C "$daprd_work" mod download github.com/dapr/dapr
-  cp -R "$(go -C "$daprd_work" list -m -f '{{.Dir}}' github.com/dapr/dapr)" "$daprd_work/dapr"
-  chmod -R u+w "$daprd_work/dapr"
-  local registrations=$daprd_work/dapr/cmd/daprd/components keep=" zz_notag.go " file
+install_daprd() {
+  if [ -x "$daprd_dir/daprd" ]; then return; fi
+  picked daprd "${DAPR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $daprd_dir"
+  local work; work=$(mktemp -d)
+  cp "$repo/scripts/tools/daprd/go.mod" "$repo/scripts/tools/daprd/go.sum" "$work/"
+  quiet_go -C "$work" mod download github.com/dapr/dapr
+  cp -R "$(go -C "$work" list -m -f '{{.Dir}}' github.com/dapr/dapr)" "$work/dapr"
+  chmod -R u+w "$work/dapr"
+  local registrations=$work/dapr/cmd/daprd/components keep=" zz_notag.go " file
   for component in ${DAPRD_COMPONENTS//,/ }; do keep="$keep${component//./_}.go "; done
   for file in "$registrations"/*; do
     case $keep in *" $(basename "$file") "*) ;; *) rm "$file" ;; esac
   done
-  go -C "$daprd_work" mod edit -replace github.com/dapr/dapr=./dapr
-  quiet_go -C "$daprd_work" list -deps -tags stablecomponents github.com/dapr/dapr/cmd/daprd >/dev/null
-  touch "$daprd_work/.fetched"
-}
-
-install_daprd() {
-  if [ -x "$daprd_dir/daprd" ]; then return; fi
-  picked daprd "${DAPR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $daprd_dir"
-  fetch_daprd
+  go -C "$work" mod edit -replace github.com/dapr/dapr=./dapr
   mkdir -p "$daprd_dir"
   # The version stamp makes `daprd --version` answer 1.18.1 instead of "edge"; -s -w leave out
-  # the symbol table and DWARF, which nobody debugs here, for a shorter link.
-  with_heartbeat daprd go -C "$daprd_work" build -trimpath -tags stablecomponents \
+  # the symbol table and DWARF, which nobody debugs here, for a shorter link. The modules it
+  # needs download as it builds.
+  with_heartbeat daprd quiet_go -C "$work" build -trimpath -tags stablecomponents \
     -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=${DAPR_VERSION#v}" \
     -o "$daprd_dir/daprd.partial" github.com/dapr/dapr/cmd/daprd >&2
   mv "$daprd_dir/daprd.partial" "$daprd_dir/daprd"
-  empty_dir "$daprd_work" && rmdir "$daprd_work"
+  rm -rf "$work"
 }
 
 # Tilt's Go module lacks its web UI (built separately with yarn), and without one `tilt up`
 # and `tilt ci` refuse to start. So build from a vendored copy with a stub page in the
 # UI's embed folder: the tests and the local loop use the terminal, `tilt up --stream`.
-fetch_tilt() {
-  if [ -x "$tilt_dir/tilt" ] || [ -f "$tilt_work/.fetched" ]; then return; fi
-  empty_dir "$tilt_work"
-  cp "$repo/scripts/tools/tilt/go.mod" "$repo/scripts/tools/tilt/go.sum" "$tilt_work/"
-  quiet_go -C "$tilt_work" mod vendor
-  local ui=$tilt_work/vendor/github.com/tilt-dev/tilt/pkg/assets/build
-  mkdir -p "$ui"
-  echo '<!doctype html><title>Tilt</title><p>This Tilt was built from its Go module, which has no web UI: use <code>tilt up --stream</code>, or install Tilt from tilt.dev for the UI.</p>' > "$ui/index.html"
-  touch "$tilt_work/.fetched"
-}
-
 install_tilt() {
   if [ -x "$tilt_dir/tilt" ]; then return; fi
   picked tilt "${TILT_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $tilt_dir"
-  fetch_tilt
+  local work; work=$(mktemp -d)
+  cp "$repo/scripts/tools/tilt/go.mod" "$repo/scripts/tools/tilt/go.sum" "$work/"
+  quiet_go -C "$work" mod vendor
+  local ui=$work/vendor/github.com/tilt-dev/tilt/pkg/assets/build
+  mkdir -p "$ui"
+  echo '<!doctype html><title>Tilt</title><p>This Tilt was built from its Go module, which has no web UI: use <code>tilt up --stream</code>, or install Tilt from tilt.dev for the UI.</p>' > "$ui/index.html"
   mkdir -p "$tilt_dir"
-  with_heartbeat tilt go -C "$tilt_work" build -mod=vendor -trimpath -ldflags "-s -w -X main.version=${TILT_VERSION#v}" \
+  with_heartbeat tilt go -C "$work" build -mod=vendor -trimpath -ldflags "-s -w -X main.version=${TILT_VERSION#v}" \
     -o "$tilt_dir/tilt.partial" github.com/tilt-dev/tilt/cmd/tilt >&2
   mv "$tilt_dir/tilt.partial" "$tilt_dir/tilt"
-  empty_dir "$tilt_work" && rmdir "$tilt_work"
+  rm -rf "$work"
 }
 
 # Python tools for the manifest checks and the benchmark's FastAPI reference.
@@ -203,23 +183,6 @@ install_pinned() {
   [ -x "$(cached_path "$1")" ] || from=built
   "install_$1"
   picked "$1" "$(pinned_version "$1")" "$from" "$(cached_path "$1")"
-}
-
-# Everything the tests need. The downloads (Python wheels, the Go builds' modules) wait on the
-# network more than the CPU, so they run while cargo compiles wasmtime, the longest build, at
-# the lowest priority so as not to slow it; the Go builds then start with their sources in place. (The Go builds themselves run after wasmtime:
-# beside it, even at nice 19, the three took longer than one after the other.)
-install_all() {
-  install_rust
-  install_redis
-  nice -n 19 "$repo/scripts/tools.sh" fetch &
-  local fetching=$!
-  install_pinned wasmtime
-  # A failed download is retried by the step that needs it, and fails there with Go's or pip's error.
-  wait "$fetching" || echo "tools.sh: a download ahead of its build failed; trying again now" >&2
-  install_python
-  install_pinned daprd
-  install_pinned tilt
 }
 
 pinned_version() { case $1 in wasmtime) echo "$WASMTIME_VERSION" ;; daprd) echo "${DAPR_VERSION#v}" ;; tilt) echo "${TILT_VERSION#v}" ;; esac; }
@@ -362,11 +325,12 @@ main() {
   for t in "${targets[@]}"; do
     case $t in
       env) print_env ;;
-      all) install_all ;;
-      fetch) install_python; fetch_daprd; fetch_tilt ;;
+      # One build at a time: on 2 cores, anything beside wasmtime's build (the Go builds, even
+      # only their downloads, at nice 19) slowed it by more than it saved.
+      all) install_rust; install_redis; install_python; for tool in wasmtime daprd tilt; do install_pinned "$tool"; done ;;
       rust|redis|python) "install_$t" ;;
       wasmtime|daprd|tilt) install_pinned "$t" ;;
-      *) echo "tools.sh: unknown target '$t' (all|fetch|rust|redis|wasmtime|daprd|tilt|python|env|dev|path)" >&2; exit 2 ;;
+      *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|env|dev|path)" >&2; exit 2 ;;
     esac
   done
 }
