@@ -160,8 +160,9 @@ def request_path(wasms, env, args, checks):
                     continue
                 name, url = app["name"], f"http://127.0.0.1:{app['port']}"
                 print(f"==> {title} on {name}: {args.warmup} s warm-up, {args.duration} s measured", flush=True)
-                wrk(url, mode, f"warm-{mode}", args.warmup, args.connections)
-                settle_events(name)
+                if args.warmup:
+                    wrk(url, mode, f"warm-{mode}", args.warmup, args.connections)
+                    settle_events(name)
                 cpu_before, other = [cpu_seconds(pid) for pid in app["pids"]], OtherLoad(procs)
                 result = results[(mode, name)] = wrk(url, mode, mode, args.duration, args.connections)
                 settle_events(name)  # the events of these requests are part of their cost
