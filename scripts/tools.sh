@@ -325,8 +325,8 @@ main() {
   for t in "${targets[@]}"; do
     case $t in
       env) print_env ;;
-      # One build at a time: on 2 cores, anything beside wasmtime's build (the Go builds, even
-      # only their downloads, at nice 19) slowed it by more than it saved.
+      # One build at a time: on 2 cores, running the Go builds or only their downloads beside
+      # wasmtime's build (at nice 19 or not) never made the whole faster (bench/RESULTS.md).
       all) install_rust; install_redis; install_python; for tool in wasmtime daprd tilt; do install_pinned "$tool"; done ;;
       rust|redis|python) "install_$t" ;;
       wasmtime|daprd|tilt) install_pinned "$t" ;;

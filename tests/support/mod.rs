@@ -380,7 +380,6 @@ fn host_prefix_stripped(line: &str) -> Option<&str> {
     (!instance.is_empty() && instance.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
 }
 
-
 fn start_redis(dir: &Path, port: u16) -> Process {
     // In memory only, like the course's dev Redis (and kubernetes/redis.yaml): a restart empties it.
     launch_redis("redis", dir, port, &["--save", "", "--appendonly", "no", "--dir", &dir.display().to_string()])
