@@ -35,7 +35,6 @@ WASMTIME_VERSION=48.0.8
 # and perf maps for profiling). `serve` alone does not compile: it needs `run` and
 # `component-model-async` too, and without clap/default its --help and errors say nothing.
 WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-allocator,parallel-compilation,profiling,clap/default
-go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
 # The Dapr components the built daprd registers: the types in scripts/dapr/ (which the tests,
