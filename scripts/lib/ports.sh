@@ -21,7 +21,7 @@ port_holder() {
     # lsof cuts process names to 9 characters (com.docker.backend is com.docke); ps names it whole
     # (on macOS as the executable's path).
     local pid name
-    pid=$(lsof -nP -iTCP:"$1" -sTCP:LISTEN -t 2>/dev/null | head -1)
+    pid=$(lsof -nP -iTCP:"$1" -sTCP:LISTEN -t 2>/dev/null | head -1 || true)
     [ -n "$pid" ] || return 0
     name=$(ps -o comm= -p "$pid" 2>/dev/null || true)
     echo "$(basename "${name:-unknown}") (pid $pid)"

@@ -152,6 +152,13 @@ def test_local_mode(tiltfile, args, host):
     assert result.labels("smoke") == {"test"}
 
 
+def test_docker_prune_is_off_in_local_mode_only(tiltfile):
+    # Local mode builds no image and may run with no Docker engine, whose absence Tilt's pruner
+    # would report on every start; the clusters' Docker builds keep Tilt's default pruning.
+    assert tiltfile("--local").data["DockerPruneSettings"]["Enabled"] is False
+    assert tiltfile(context="kind-dapr-spin-hello").data["DockerPruneSettings"]["Enabled"] is True
+
+
 def test_local_mode_rejects_unknown_host(run_tiltfile):
     code, _, err = run_tiltfile("--local", "--host=wasmer")
     assert code == 5 and "--host must be spin or wasmtime" in err
