@@ -36,9 +36,18 @@ DAPR_CHARTS=https://dapr.github.io/helm-charts/
 # spin-operator names its pods' app with this label.
 APP_SELECTOR=core.spinkube.dev/app-name=dapr-spin-hello
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { current_step=$*; printf '\n==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
 die() { printf 'cluster.sh: %s\n' "$*" >&2; exit 1; }
+
+# Installed by `up` once its preflight has passed: a step that fails (often with the raw error
+# of kubectl, helm or kind) is named, with what to do next. Every step is create-if-missing,
+# `kubectl apply` or `helm upgrade --install`, so running `up` again is safe.
+on_failed_step() {
+  local status=$?
+  [ "$status" = 0 ] || printf '\ncluster.sh: up stopped at the step "%s" (exit %s). Running it again is safe and resumes there: scripts/cluster.sh up --%s (what is installed: scripts/cluster.sh status --%s)\n' \
+    "$current_step" "$status" "$target" "$target" >&2
+}
 
 # preflight, doctor and the checks they share.
 # shellcheck source-path=SCRIPTDIR source=cluster/checks.sh
@@ -103,7 +112,11 @@ k3d_cluster() {
 kind_cluster() {
   step "kind cluster $CLUSTER (node image $SHIM_KIND_IMAGE)"
   if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-    ok "exists"
+    # kind has no start command: after a reboot or `docker stop` the node containers are
+    # stopped, and starting them starts the cluster (as `k3d cluster start` does for k3d).
+    local node
+    for node in $(kind get nodes --name "$CLUSTER"); do docker start "$node" >/dev/null; done
+    ok "exists, started"
   else
     kind create cluster --name "$CLUSTER" --image "$SHIM_KIND_IMAGE" --config "$repo/scripts/cluster/kind.yaml" --wait 2m
     ok "created"
@@ -148,6 +161,39 @@ cert_manager() {
   step "cert-manager $CERT_MANAGER_VERSION (spin-operator's webhook certificates)"
   k apply -f "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
   k wait --for=condition=Available --timeout=300s --namespace cert-manager deployment --all
+  # Available is not ready: until cainjector has put the CA bundle into cert-manager's webhook
+  # configurations, the API server cannot call its webhook, and spin-operator's chart (which
+  # creates a Certificate) fails with x509 or webhook errors. cert-manager's docs say to retry,
+  # or to wait with `cmctl check api --wait`, which makes the same dry-run Certificate as this.
+  retry 180 "cert-manager's webhook answering (cainjector injecting its CA bundle)" cert_manager_api
+  ok "cert-manager's webhook accepts a Certificate (server-side dry run)"
+}
+
+cert_manager_api() {
+  k apply --dry-run=server -f - <<EOF
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: dapr-spin-hello-api-check
+  namespace: cert-manager
+spec:
+  secretName: dapr-spin-hello-api-check
+  dnsNames: [api-check.invalid]
+  issuerRef:
+    name: api-check
+EOF
+}
+
+# release_not_stuck RELEASE NAMESPACE: Helm refuses to touch a release whose last install or
+# upgrade never finished (an `up` stopped mid-install, say), with only "another operation
+# (install/upgrade/rollback) is in progress". Name it, and the command that frees it.
+release_not_stuck() {
+  local status
+  status=$(h status "$1" --namespace "$2" 2>/dev/null | sed -n 's/^STATUS: //p' || true)
+  case $status in
+    pending-install) die "Helm release $1 (namespace $2) is stuck in pending-install: an earlier install of it was interrupted, and Helm refuses to touch it again. Remove it (nothing of it finished installing): helm --kube-context $ctx uninstall $1 --namespace $2; then run this again." ;;
+    pending-*) die "Helm release $1 (namespace $2) is stuck in $status: an earlier change to it was interrupted, and Helm refuses to touch it again. Roll it back to its last good revision: helm --kube-context $ctx rollback $1 --namespace $2; then run this again." ;;
+  esac
 }
 
 # SpinKube's quickstart: CRDs, the RuntimeClass wasmtime-spin-v2 (handler spin), the chart, and
@@ -158,6 +204,7 @@ spin_operator() {
   k apply -f "$SPIN_OPERATOR_RELEASE/spin-operator.crds.yaml"
   k apply -f "$SPIN_OPERATOR_RELEASE/spin-operator.runtime-class.yaml"
   k wait --for=condition=Established --timeout=60s crd/spinapps.core.spinkube.dev crd/spinappexecutors.core.spinkube.dev
+  release_not_stuck spin-operator spin-operator
   h upgrade --install spin-operator oci://ghcr.io/spinframework/charts/spin-operator \
     --version "$SPIN_OPERATOR_VERSION" --namespace spin-operator --create-namespace --wait --timeout 5m
   # The executor passes spin-operator's webhook (failurePolicy Fail), which can lag the
@@ -172,8 +219,10 @@ spin_operator() {
 # the sidecar.
 dapr() {
   step "Dapr $DAPR_VERSION (control plane in dapr-system, operator watchdog every 10s) and the Dapr dashboard $DAPR_DASHBOARD_CHART_VERSION"
+  release_not_stuck dapr dapr-system
   h upgrade --install dapr dapr --repo "$DAPR_CHARTS" --version "$DAPR_VERSION" \
     --namespace dapr-system --create-namespace --set dapr_operator.watchInterval=10s --wait --timeout 5m
+  release_not_stuck dapr-dashboard dapr-system
   h upgrade --install dapr-dashboard dapr-dashboard --repo "$DAPR_CHARTS" --version "$DAPR_DASHBOARD_CHART_VERSION" \
     --namespace dapr-system --wait --timeout 5m
 }
@@ -190,6 +239,7 @@ wait_for_webhooks() {
 up() {
   pick_target "${1:-}"
   preflight || die "preflight failed (see above); nothing was changed"
+  trap on_failed_step EXIT
   case $target in
     kind) kind_cluster; cert_manager; spin_operator ;;
     k3d) k3d_cluster; cert_manager; spin_operator ;;

@@ -11,6 +11,9 @@
 # (scripts/tools.sh: one line per tool says which it picked). Ports: scripts/local.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/wsl.sh
+. scripts/lib/wsl.sh
+windows_drive_warning "$(pwd -P)"
 
 mode=local
 case ${1:-} in

@@ -91,7 +91,10 @@ case ${1:-} in
     daprd=$(tool daprd)
     components=scripts/dapr
     if [ "$REDIS_PORT" != 6379 ]; then
-      components=$(mktemp -d)
+      # One folder per port, rewritten on each start (a temp dir would be left behind by each).
+      components=target/local-dapr-components-$REDIS_PORT
+      mkdir -p "$components"
+      rm -f "$components"/*.yaml
       for f in scripts/dapr/*.yaml; do sed "s/localhost:6379/localhost:$REDIS_PORT/" "$f" > "$components/$(basename "$f")"; done
     fi
     echo "daprd: $daprd ($("$daprd" --version))"

@@ -21,6 +21,10 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${DAPR_SPIN_HELLO_CACHE:-$HOME/.cache/dapr-spin-hello}
 # shellcheck source=lib/ports.sh
 . "$repo/scripts/lib/ports.sh"
+# shellcheck source=lib/version.sh
+. "$repo/scripts/lib/version.sh"
+# shellcheck source=lib/wsl.sh
+. "$repo/scripts/lib/wsl.sh"
 
 have() { command -v "$1" >/dev/null 2>&1; }
 short_hash() { if have sha256sum; then sha256sum; else shasum -a 256; fi | cut -c1-"$1"; }
@@ -31,7 +35,6 @@ WASMTIME_VERSION=48.0.8
 # and perf maps for profiling). `serve` alone does not compile: it needs `run` and
 # `component-model-async` too, and without clap/default its --help and errors say nothing.
 WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-allocator,parallel-compilation,profiling,clap/default
-go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
 # The Dapr components the built daprd registers: the types in scripts/dapr/ (which the tests,
@@ -81,6 +84,59 @@ with_heartbeat() {
 # daprd and Tilt); the heartbeat already says the build is busy, so those lines are dropped.
 quiet_go() { go "$@" 2> >(grep -v '^go: downloading' >&2); }
 
+# scratch_dir: sets work to a new temp dir, removed when tools.sh exits, after a failed build too.
+scratch_dir() { work=$(mktemp -d); trap "rm -rf '$work'" EXIT; }
+
+# ---- before any build: can this machine build what is missing? ----
+
+# The Go a tools module asks for (its go directive), as major.minor.
+go_min() { awk '$1 == "go" {print $2; exit}' "$repo/scripts/tools/$1/go.mod" | cut -d. -f1,2; }
+
+# build_needs TOOL: what building TOOL from source needs and this machine lacks (nothing if none).
+build_needs() {
+  local min version
+  case $1 in
+    wasmtime) have cargo || echo "Rust's cargo (https://rustup.rs)" ;;
+    daprd|tilt)
+      min=$(go_min "$1")
+      if ! have go; then echo "Go $min or newer (https://go.dev/dl/)"; return; fi
+      version=$(go env GOVERSION 2>/dev/null | sed -n 's/^go\([0-9][0-9.]*\).*/\1/p' || true)
+      [ -n "$version" ] && version_at_least "$version" "$min" || echo "Go $min or newer, not ${version:-an older one} (https://go.dev/dl/)" ;;
+  esac
+}
+
+# What saves building TOOL.
+instead_of_building() {
+  case $1 in
+    tilt) echo "install Tilt: curl -fsSL https://raw.githubusercontent.com/tilt-dev/tilt/master/scripts/install.sh | bash" ;;
+    daprd) echo "install the Dapr CLI (https://docs.dapr.io/getting-started/install-dapr-cli/), then run dapr init" ;;
+    wasmtime) echo "install Spin $SPIN_MIN or newer: curl -fsSL https://spinframework.dev/downloads/install.sh | bash && sudo mv spin /usr/local/bin/" ;;
+  esac
+}
+
+# require_builders dev|pinned [rust] TOOL...: before the first build starts, checks that
+# everything the builds of these TOOLs need is here (and rustup, when asked), else names all
+# that is missing and fails. Finding no Go after a 10-minute wasmtime build would waste those
+# 10 minutes. For the local loop (dev), an installed tool would do instead of a build.
+require_builders() {
+  local mode=$1 tool needs missing='' instead=''; shift
+  for tool; do
+    if [ "$tool" = rust ]; then
+      have rustup || missing="$missing  rust: rustup (https://rustup.rs), for the component's wasm32-wasip2 target"$'\n'
+      continue
+    fi
+    needs=$(build_needs "$tool")
+    [ "$mode" = pinned ] || instead="; or, instead, $(instead_of_building "$tool")"
+    [ -z "$needs" ] || missing="$missing  $tool: must be built from source, which needs $needs$instead"$'\n'
+  done
+  [ -n "$missing" ] || return 0
+  printf 'tools.sh: this machine lacks what these need (nothing was built):\n%s' "$missing" >&2
+  if on_wsl; then
+    echo "  On WSL, tools installed only on the Windows side (tilt.exe, dapr.exe, go.exe) do not count: install them inside WSL." >&2
+  fi
+  return 1
+}
+
 # ---- the pinned tools, built into the cache ----
 
 install_rust() {
@@ -99,7 +155,13 @@ install_redis() {
     step "apt-get install redis-server (Debian, Ubuntu)"
     as_root apt-get update -qq >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    # The package may start a system-wide Redis on 6379; the tests start their own on free ports.
+    # Under systemd the package also starts (and enables at boot) a system Redis on 6379, which
+    # local mode would take for dapr init's and use, its data kept on disk. The tests and local
+    # mode start their own in-memory Redis, so that service is stopped and disabled again.
+    if have systemctl && systemctl is-active --quiet redis-server 2>/dev/null; then
+      as_root systemctl disable --now --quiet redis-server
+      echo "tools.sh: apt started the system service redis-server on 6379; stopped and disabled it, so local mode starts its own in-memory Redis (to keep a system Redis: sudo systemctl enable --now redis-server)" >&2
+    fi
   elif [ "$(uname -s)" = Darwin ] && have brew; then
     step "brew install redis (macOS)"
     brew install redis >&2
@@ -127,7 +189,7 @@ install_wasmtime() {
 install_daprd() {
   if [ -x "$daprd_dir/daprd" ]; then return; fi
   picked daprd "${DAPR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $daprd_dir"
-  local work; work=$(mktemp -d)
+  local work; scratch_dir
   cp "$repo/scripts/tools/daprd/go.mod" "$repo/scripts/tools/daprd/go.sum" "$work/"
   quiet_go -C "$work" mod download github.com/dapr/dapr
   cp -R "$(go -C "$work" list -m -f '{{.Dir}}' github.com/dapr/dapr)" "$work/dapr"
@@ -155,7 +217,7 @@ install_daprd() {
 install_tilt() {
   if [ -x "$tilt_dir/tilt" ]; then return; fi
   picked tilt "${TILT_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $tilt_dir"
-  local work; work=$(mktemp -d)
+  local work; scratch_dir
   cp "$repo/scripts/tools/tilt/go.mod" "$repo/scripts/tools/tilt/go.sum" "$work/"
   quiet_go -C "$work" mod vendor
   local ui=$work/vendor/github.com/tilt-dev/tilt/pkg/assets/build
@@ -210,16 +272,6 @@ tool_version() {
   esac 2>/dev/null | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -1 || true
 }
 
-version_at_least() { # HAVE WANT, each X[.Y[.Z]]
-  local i have want
-  IFS=. read -r -a have <<<"$1"
-  IFS=. read -r -a want <<<"$2"
-  for i in 0 1 2; do
-    [ "${have[i]:-0}" -gt "${want[i]:-0}" ] && return 0
-    [ "${have[i]:-0}" -lt "${want[i]:-0}" ] && return 1
-  done
-  return 0
-}
 
 min_version() {
   case $1 in spin) echo "$SPIN_MIN" ;; tilt) echo "$TILT_MIN" ;; daprd) echo "$DAPRD_MIN" ;; wasmtime) echo "$WASMTIME_MIN" ;; redis-server) echo "$REDIS_MIN" ;; esac
@@ -257,9 +309,10 @@ find_tool() {
   return 1
 }
 
-# find_or_build TOOL: find_tool, else the pinned source build; then its line.
+# find_or_build TOOL: find_tool, else the pinned source build; then its line. (Why an installed
+# TOOL was passed over, dev_tools's check before the builds has already said.)
 find_or_build() {
-  if ! find_tool "$1"; then
+  if ! find_tool "$1" 2>/dev/null; then
     "install_$1"
     found=$(cached_path "$1") found_version=pinned found_from=built
   fi
@@ -274,6 +327,16 @@ dev_tools() {
   local mode=${1:-local}
   case $mode in local|cluster) ;; *) echo "tools.sh dev: mode must be local or cluster, not '$mode'" >&2; return 2 ;; esac
   exec 3>&1 1>&2   # everything but the settings goes to the terminal
+  # What must be built, checked before any build starts.
+  local builds=''
+  find_tool tilt || builds=tilt
+  if [ "$mode" = local ]; then
+    builds="rust $builds"
+    find_tool spin || find_tool wasmtime || builds="$builds wasmtime"
+    find_tool daprd || builds="$builds daprd"
+  fi
+  # shellcheck disable=SC2086  # a word list
+  require_builders dev $builds || return 1
   find_or_build tilt
   local tilt_up; printf -v tilt_up '%q up' "$found"
   # A Tilt from tilt.dev serves its web UI; the one built here has none, so it streams logs.
@@ -283,7 +346,7 @@ dev_tools() {
 
   install_rust
   local host=wasmtime
-  if find_tool spin; then
+  if find_tool spin 2>/dev/null; then
     host=spin
     picked spin "$found_version" installed "$found"
     picked wasmtime - 'not used' 'Spin runs the component'
@@ -315,6 +378,9 @@ tool_path() {
   return 1
 }
 
+# uncached TOOL...: those of the pinned TOOLs that the cache does not have yet.
+uncached() { local tool; for tool; do [ -x "$(cached_path "$tool")" ] || echo "$tool"; done; }
+
 main() {
   local targets=("$@")
   [ ${#targets[@]} -gt 0 ] || targets=(all)
@@ -327,9 +393,12 @@ main() {
       env) print_env ;;
       # One build at a time: on 2 cores, running the Go builds or only their downloads beside
       # wasmtime's build (at nice 19 or not) never made the whole faster (bench/RESULTS.md).
-      all) install_rust; install_redis; install_python; for tool in wasmtime daprd tilt; do install_pinned "$tool"; done ;;
+      # shellcheck disable=SC2046  # a word list
+      all) require_builders pinned rust $(uncached wasmtime daprd tilt)
+        install_rust; install_redis; install_python; for tool in wasmtime daprd tilt; do install_pinned "$tool"; done ;;
       rust|redis|python) "install_$t" ;;
-      wasmtime|daprd|tilt) install_pinned "$t" ;;
+      # shellcheck disable=SC2046  # a word list
+      wasmtime|daprd|tilt) require_builders pinned $(uncached "$t"); install_pinned "$t" ;;
       *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|env|dev|path)" >&2; exit 2 ;;
     esac
   done

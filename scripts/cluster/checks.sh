@@ -32,6 +32,8 @@ check() {
 }
 
 have() { command -v "$1" >/dev/null; }
+# shellcheck source=../lib/version.sh
+. "$repo/scripts/lib/version.sh"
 
 # The engines k3d, kind and Rancher Desktop need: the CLI alone is not enough.
 docker_engine() { local v; v=$(docker info --format '{{.ServerVersion}}') && [ -n "$v" ] && echo "Docker Engine $v answers"; }
@@ -41,10 +43,37 @@ context_answers() { [ "$(kubectl --context "$ctx" get --raw /readyz 2>/dev/null)
 engine_check() {
   case $1 in
     docker) have docker || return 0
-      check "docker engine" 1 "no Docker Engine answers: start Docker Desktop, Rancher Desktop (engine dockerd) or the docker service" docker_engine ;;
+      check "docker engine" 1 "no Docker Engine answers: start Docker Desktop, Rancher Desktop (engine dockerd) or the docker service" docker_engine
+      if docker_engine >/dev/null 2>&1; then cgroup_check; fi ;;
     containerd) have nerdctl || return 0
       check "containerd" 1 "Rancher Desktop's containerd does not answer: start Rancher Desktop with Preferences › Container Engine › General › containerd" containerd_engine ;;
   esac
+}
+
+# The kind and k3d node images run Kubernetes 1.35, whose kubelet refuses a cgroup v1 host; kind
+# then says only "failed to create cluster". Docker reports the host's (or its VM's) version.
+cgroup_check() {
+  local version
+  version=$(docker info --format '{{.CgroupVersion}}' 2>/dev/null || true)
+  case $version in
+    2) found cgroup "v2 (the node image's Kubernetes 1.35 needs it)" ;;
+    1) problem cgroup 1 "v1, which the node image's Kubernetes 1.35 refuses. Switch the host to cgroup v2 (Ubuntu 20.04: add systemd.unified_cgroup_hierarchy=1 to GRUB_CMDLINE_LINUX in /etc/default/grub, update-grub, reboot; WSL: kernelCommandLine = cgroup_no_v1=all under [wsl2] in %UserProfile%\\.wslconfig, then wsl --shutdown), or use Rancher Desktop" ;;
+    *) problem cgroup 0 "version unknown ('docker info' has no CgroupVersion: Docker before 20.10?); the node image's Kubernetes 1.35 needs cgroup v2" ;;
+  esac
+}
+
+# The shim's kind node image is kindest/node v1.35, first made by kind 0.31; kind's release
+# notes promise a node image only to the kind release it was built for, or a newer one.
+KIND_MIN=0.31.0
+kind_check() {
+  local install="https://kind.sigs.k8s.io/docs/user/quick-start/#installation" version
+  if ! have kind; then problem kind 1 "missing: $install"; return 0; fi
+  version=$(kind version 2>/dev/null | sed -n 's/^kind v\([0-9][0-9.]*\).*/\1/p')
+  if [ -n "$version" ] && version_at_least "$version" "$KIND_MIN"; then
+    found kind "v$version"
+  else
+    problem kind 1 "${version:+v$version }too old: the shim's node image (Kubernetes 1.35) needs kind $KIND_MIN or newer: $install"
+  fi
 }
 
 # What `up` needs for its cluster: the CLIs it runs and the engine behind them; on Rancher
@@ -57,7 +86,7 @@ preflight() {
   case $target in
     kind)
       check docker 1 "missing: Docker Engine or Docker Desktop: https://docs.docker.com/get-docker/" docker --version
-      check kind 1 "missing: https://kind.sigs.k8s.io/docs/user/quick-start/#installation" kind version
+      kind_check
       engine_check docker ;;
     k3d)
       check docker 1 "missing: Docker Engine or Docker Desktop: https://docs.docker.com/get-docker/" docker --version
@@ -171,6 +200,20 @@ app_sidecar() {
   done <<<"$pods"
 }
 
+# Tilt: the version the Tiltfile is tested with (its tools module's), or newer. An older one is
+# only a warning: scripts/dev.sh --cluster then builds and runs that version instead.
+tilt_check() {
+  local min version
+  if ! have tilt; then problem tilt 1 "missing: https://docs.tilt.dev/install.html, or scripts/tools.sh tilt"; return 0; fi
+  min=$(go_mod_version tilt github.com/tilt-dev/tilt | sed -n 's/^v\([0-9]*\.[0-9]*\).*/\1/p')
+  version=$(tilt version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | sed -n 1p || true)
+  if [ -n "$version" ] && version_at_least "$version" "$min"; then
+    found tilt "$(tilt version 2>/dev/null | sed -n 1p)"
+  else
+    problem tilt 0 "${version:-its version unknown}, older than $min, the Tilt the Tiltfile is tested with: https://docs.tilt.dev/install.html (scripts/dev.sh --cluster builds and uses $min meanwhile)"
+  fi
+}
+
 wasip2_target() { rustup target list --installed | grep -qx wasm32-wasip2 && echo installed; }
 
 # The preflight, the dev loop's tools, and (when the context answers) the cluster: the Spin
@@ -179,7 +222,7 @@ doctor() {
   pick_target "${1:-}"
   preflight || true
   step "the dev loop's tools"
-  check tilt 1 "missing: https://docs.tilt.dev/install.html, or scripts/tools.sh tilt" tilt version
+  tilt_check
   check cargo 1 "missing: https://rustup.rs" cargo --version
   check wasm32-wasip2 1 "missing: rustup target add wasm32-wasip2" wasip2_target
   check spin 0 "missing: for local mode and 'spin registry push': https://spinframework.dev/v3/install" spin --version

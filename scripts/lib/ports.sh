@@ -18,7 +18,13 @@ port_holder() {
   if command -v ss >/dev/null 2>&1; then
     ss -Hltnp "sport = :$1" 2>/dev/null | sed -nE 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/\1 (pid \2)/p' | head -1
   elif command -v lsof >/dev/null 2>&1; then
-    lsof -nP -iTCP:"$1" -sTCP:LISTEN 2>/dev/null | awk 'NR == 2 {print $1 " (pid " $2 ")"}'
+    # lsof cuts process names to 9 characters (com.docker.backend is com.docke); ps names it whole
+    # (on macOS as the executable's path).
+    local pid name
+    pid=$(lsof -nP -iTCP:"$1" -sTCP:LISTEN -t 2>/dev/null | head -1 || true)
+    [ -n "$pid" ] || return 0
+    name=$(ps -o comm= -p "$pid" 2>/dev/null || true)
+    echo "$(basename "${name:-unknown}") (pid $pid)"
   fi
 }
 

@@ -106,6 +106,8 @@ class Laptop:
             kind = doc["kind"]
             if kind in ("SpinApp", "SpinAppExecutor"):
                 self.spin_operator_webhook(c, doc)
+            elif kind == "Certificate":
+                self.cert_manager_webhook(c)
         if dry_run:
             return None
         for doc in docs:
@@ -120,6 +122,9 @@ class Laptop:
                 c["config_maps"][f"{doc['metadata']['namespace']}/{name}"] = doc["data"]
             elif kind == "CertManager":
                 c["installed"].append("cert-manager")
+                # Its Deployments are Available before cainjector has injected the webhook's CA
+                # bundle: until then every call through its webhook fails.
+                c["cainjector_lag"] = self.s.get("cainjector_lag", 0)
 
     def release_asset(self, url):
         """The documents a release URL serves: spin-operator's from the module (its Makefile's
@@ -130,6 +135,13 @@ class Laptop:
         return spin_operator_yaml({"spin-operator.crds.yaml": "config/crd/bases/*.yaml",
                                    "spin-operator.runtime-class.yaml": "config/samples/spin-runtime-class.yaml",
                                    "spin-operator.shim-executor.yaml": "config/samples/spin-shim-executor.yaml"}[name])
+
+    def cert_manager_webhook(self, c):
+        if "cert-manager" not in c["installed"] or c.get("cainjector_lag", 0) > 0:
+            c["cainjector_lag"] = max(0, c.get("cainjector_lag", 0) - 1)
+            fail('Internal error occurred: failed calling webhook "webhook.cert-manager.io": failed to call webhook: '
+                 'Post "https://cert-manager-webhook.cert-manager.svc:443/validate?timeout=30s": '
+                 'tls: failed to verify certificate: x509: certificate signed by unknown authority')
 
     def spin_operator_webhook(self, c, doc):
         """spin-operator's webhooks (failurePolicy Fail): no answer until the operator runs, and
@@ -147,9 +159,23 @@ class Laptop:
         assert args[0] == "--kube-context", args
         c = self.cluster(args[1])
         args = args[2:]
+        releases = c.setdefault("releases", {})
         if args[:2] == ["upgrade", "--install"]:
-            c["installed"].append(args[2])
-            return print(f'Release "{args[2]}" has been upgraded. Happy Helming!')
+            release = args[2]
+            if releases.get(release, "").startswith("pending-"):
+                fail("Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress")
+            if release in self.s.get("helm_fails", []):
+                fail(f"Error: UPGRADE FAILED: release {release} failed, and has been rolled back due to atomic being set: "
+                     "context deadline exceeded")
+            if release == "spin-operator":  # its chart creates a Certificate
+                self.cert_manager_webhook(c)
+            c["installed"].append(release)
+            releases[release] = "deployed"
+            return print(f'Release "{release}" has been upgraded. Happy Helming!')
+        if args[0] == "status":
+            if args[1] not in releases:
+                fail("Error: release: not found")
+            return print(f"NAME: {args[1]}\nNAMESPACE: {args[args.index('--namespace') + 1]}\nSTATUS: {releases[args[1]]}\nREVISION: 1")
         if args[0] == "list":
             return print("\n".join(c["installed"]))
         fail(f"stand-in helm: unmodelled {args}")
@@ -164,7 +190,7 @@ class Laptop:
             return print("Docker version 28.2.2, build e6534b4")
         if args[0] == "info":
             self.docker_up()
-            return print("28.2.2")
+            return print(self.s.get("cgroup", "2") if "{{.CgroupVersion}}" in args else "28.2.2")
         self.docker_up()
         containers = self.s["containers"]
         if args[0] == "inspect":
@@ -178,6 +204,10 @@ class Laptop:
             containers[args[args.index("--name") + 1]] = ["bridge"]
             return print("0123456789ab")
         if args[0] == "start":
+            # A kind cluster's node container: starting it starts that cluster.
+            for name in self.s["kind_clusters"]:
+                if args[1] == f"{name}-control-plane":
+                    self.s["clusters"][f"kind-{name}"]["answers"] = True
             return print(args[1])
         if args[:2] == ["network", "connect"]:
             containers[args[3]].append(args[2])
@@ -192,7 +222,7 @@ class Laptop:
 
     def kind(self, args):
         if args == ["version"]:
-            return print("kind v0.31.0 go1.25.5 linux/amd64")
+            return print(f"kind {self.s.get('kind_version', 'v0.31.0')} go1.25.5 linux/amd64")
         self.docker_up()
         clusters = self.s["kind_clusters"]
         if args == ["get", "clusters"]:
@@ -254,7 +284,7 @@ class Laptop:
         if tool == "rustup":
             return print("wasm32-wasip2")
         if args in (["--version"], ["version"]):
-            return print(f"{tool} stand-in 9.9")
+            return print(self.s.get(f"{tool}_version", f"{tool} stand-in 9.9"))
         fail(f"stand-in {tool}: unmodelled {args}")
 
 

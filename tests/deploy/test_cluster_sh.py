@@ -111,6 +111,7 @@ def spin_operator_steps(ctx):
     return [
         rf"^kubectl --context {ctx} apply -f https://github.com/cert-manager/cert-manager/releases/download/{v['CERT_MANAGER_VERSION']}/cert-manager.yaml$",
         rf"^kubectl --context {ctx} wait .*--namespace cert-manager",
+        rf"^kubectl --context {ctx} apply --dry-run=server -f -$",  # cert-manager's webhook answers
         rf"^kubectl --context {ctx} apply -f {release}/spin-operator.crds.yaml$",
         rf"^kubectl --context {ctx} apply -f {release}/spin-operator.runtime-class.yaml$",
         rf"^helm --kube-context {ctx} upgrade --install spin-operator oci://ghcr.io/spinframework/charts/spin-operator --version {v['SPIN_OPERATOR_VERSION']} .*--wait",
@@ -244,6 +245,82 @@ def test_dapr_watchdog_setting_exists_in_the_pinned_chart():
     assert "--set dapr_operator.watchInterval=10s" in (REPO / "scripts/cluster.sh").read_text()
 
 
+@pytest.mark.parametrize("flag", ["--kind", "--k3d"])
+def test_up_waits_for_cainjector_before_spin_operators_chart(cluster_sh, flag):
+    # cert-manager's Deployments are Available before cainjector has injected its webhook's CA
+    # bundle; the stand-in helm fails spin-operator's chart (it makes a Certificate) until then.
+    state = laptop()
+    state["cainjector_lag"] = 3
+    p, log, _ = cluster_sh("up", flag, state=state)
+    ctx = f"{flag[2:]}-dapr-spin-hello"
+    assert_ready(p, ctx)
+    checks = [i for i, c in enumerate(log) if c == f"kubectl --context {ctx} apply --dry-run=server -f -"]
+    assert len(checks) == 4, log
+    [chart] = [i for i, c in enumerate(log) if re.match(rf"helm --kube-context {ctx} upgrade --install spin-operator ", c)]
+    assert checks[-1] < chart
+    assert "cert-manager's webhook accepts a Certificate" in p.stdout
+
+
+def test_up_starts_a_stopped_kind_cluster(cluster_sh):
+    # After a reboot or `docker stop`, kind lists the cluster but its node container is stopped.
+    _, _, state = cluster_sh("up", "--kind", state=laptop())
+    state["clusters"]["kind-dapr-spin-hello"]["answers"] = False
+    p, log, _ = cluster_sh("up", "--kind", state=state)
+    assert_ready(p, "kind-dapr-spin-hello")
+    assert_in_order(log, [r"^docker start dapr-spin-hello-control-plane$", r"^kubectl --context kind-dapr-spin-hello get --raw /readyz"])
+    assert not [c for c in log if c.startswith("kind create")], log
+
+
+@pytest.mark.parametrize("flag", ["--kind", "--k3d"])
+@pytest.mark.parametrize("command", ["up", "doctor"])
+def test_a_cgroup_v1_host_is_refused_before_anything_changes(cluster_sh, command, flag):
+    # Kubernetes 1.35 in both node images refuses cgroup v1; kind would say only "failed to create cluster".
+    state = laptop()
+    state["cgroup"] = "1"
+    p, log, after = cluster_sh(command, flag, state=state)
+    assert p.returncode != 0
+    assert re.search(r"^  cgroup +v1, which the node image's Kubernetes 1.35 refuses", p.stdout, re.M), p.stdout
+    assert "systemd.unified_cgroup_hierarchy=1" in p.stdout and "cgroup_no_v1=all" in p.stdout
+    assert not [c for c in log if CHANGES.search(c)], log
+    assert after == state
+
+
+def test_a_kind_older_than_the_node_image_is_refused(cluster_sh):
+    state = laptop()
+    state["kind_version"] = "v0.29.0"
+    p, log, after = cluster_sh("up", "--kind", state=state)
+    assert p.returncode != 0
+    assert re.search(r"^  kind +v0.29.0 too old: the shim's node image \(Kubernetes 1.35\) needs kind 0.31.0 or newer", p.stdout, re.M), p.stdout
+    assert not [c for c in log if CHANGES.search(c)], log
+
+
+@pytest.mark.parametrize("release, namespace, status, remedy", [
+    ("spin-operator", "spin-operator", "pending-install", "uninstall spin-operator --namespace spin-operator"),
+    ("dapr", "dapr-system", "pending-upgrade", "rollback dapr --namespace dapr-system"),
+])
+def test_a_helm_release_stuck_pending_is_explained(cluster_sh, release, namespace, status, remedy):
+    # An `up` interrupted mid-install leaves the release pending; Helm then refuses it with only
+    # "another operation (install/upgrade/rollback) is in progress".
+    _, _, state = cluster_sh("up", "--kind", state=laptop())
+    state["clusters"]["kind-dapr-spin-hello"]["releases"][release] = status
+    p, log, _ = cluster_sh("up", "--kind", state=state)
+    assert p.returncode != 0
+    assert f"Helm release {release} (namespace {namespace}) is stuck in {status}" in p.stderr, p.stderr
+    assert f"helm --kube-context kind-dapr-spin-hello {remedy}" in p.stderr
+    assert "another operation" not in p.stderr
+    assert not [c for c in log if re.match(rf"helm \S+ \S+ upgrade --install {release} ", c)], log
+
+
+def test_a_failed_step_is_named_and_rerunning_is_offered(cluster_sh):
+    state = laptop()
+    state["helm_fails"] = ["dapr"]
+    p, _, _ = cluster_sh("up", "--kind", state=state)
+    assert p.returncode != 0
+    assert "Error: UPGRADE FAILED: release dapr failed" in p.stderr  # the tool's own error, then ours
+    assert re.search(r'up stopped at the step "Dapr \S+ \(control plane in dapr-system.*\(exit 1\)\. Running it again is safe', p.stderr), p.stderr
+    assert "scripts/cluster.sh up --kind" in p.stderr
+
+
 # ---- Rancher Desktop: versions and settings
 
 def test_up_refuses_rancher_desktop_before_1_17(cluster_sh):
@@ -253,6 +330,7 @@ def test_up_refuses_rancher_desktop_before_1_17(cluster_sh):
     assert "Rancher Desktop below 1.17" in p.stdout and "upgrade Rancher Desktop to 1.23 or later" in p.stdout
     assert "older than 1.19" in p.stdout
     assert "nothing was changed" in p.stderr
+    assert "stopped at the step" not in p.stderr  # a failed preflight is not a failed step
     assert not [c for c in log if CHANGES.search(c)], log
     assert after == state
 
@@ -383,6 +461,16 @@ def test_doctor_reports_the_dev_loop_tools(cluster_sh, missing, required):
     assert (p.returncode != 0) == required, p.stdout + p.stderr
     name = "wasm32-wasip2" if missing == "rustup" else missing
     assert re.search(rf"^  {name} +{'' if required else '[(]optional[)] '}missing: \S", p.stdout, re.M), p.stdout
+
+
+def test_doctor_notes_a_tilt_older_than_the_tested_one(cluster_sh):
+    # Optional: scripts/dev.sh --cluster builds the tested Tilt and uses it instead.
+    _, _, state = cluster_sh("up", state=rancher_desktop())
+    state["tilt_version"] = "v0.34.0, built 2025-03-01"
+    p, _, _ = cluster_sh("doctor", state=state)
+    assert p.returncode == 0, p.stdout + p.stderr
+    tested = re.search(r"github\.com/tilt-dev/tilt v(\d+\.\d+)", (REPO / "scripts/tools/tilt/go.mod").read_text()).group(1)
+    assert re.search(rf"^  tilt +\(optional\) 0\.34\.0, older than {re.escape(tested)}, the Tilt the Tiltfile is tested with", p.stdout, re.M), p.stdout
 
 
 # ---- down

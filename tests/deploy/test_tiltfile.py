@@ -152,6 +152,14 @@ def test_local_mode(tiltfile, args, host):
     assert result.labels("smoke") == {"test"}
 
 
+def test_docker_prune_is_off_in_local_mode_only(tiltfile):
+    # Local mode builds no image, so Tilt prunes none there; the clusters' Docker builds keep
+    # Tilt's default pruning. (The pruner's own start-up line where no Docker answers comes
+    # before the Tiltfile is read, so this cannot remove it: Tilt 0.37's dockerprune SetUp.)
+    assert tiltfile("--local").data["DockerPruneSettings"]["Enabled"] is False
+    assert tiltfile(context="kind-dapr-spin-hello").data["DockerPruneSettings"]["Enabled"] is True
+
+
 def test_local_mode_rejects_unknown_host(run_tiltfile):
     code, _, err = run_tiltfile("--local", "--host=wasmer")
     assert code == 5 and "--host must be spin or wasmtime" in err

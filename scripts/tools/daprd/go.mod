@@ -2,7 +2,8 @@
 // `go install` refuses modules with replace directives, so this module requires
 // Dapr and repeats the replace lines of Dapr's own go.mod at the same tag.
 // v1.18.1: the newest 1.18 patch whose dependencies the Go module proxy serves
-// here (1.18.2 and 1.18.3 need durabletask-go builds that it refuses).
+// here (1.18.2 and 1.18.3 need durabletask-go builds that it refuses; tried again
+// on 2026-12-01: dapr v1.18.3 is served, its durabletask-go v0.12.4 still refused).
 module dapr-spin-hello/tools/daprd
 
 go 1.26.4
