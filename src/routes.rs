@@ -6,8 +6,9 @@
 //! | `GET /` | 200 `{"message": GREETING}` |
 //! | `POST /messages?user_id=U&message=M` (or a JSON body) | 201, after storing and publishing |
 //! | `GET /messages/{user_id}` | 200 the history, oldest first; 404 for a user with none |
-//! | `GET /dapr/subscribe` | the programmatic subscription Dapr reads at start-up |
+//! | `GET /dapr/subscribe` | the programmatic subscriptions Dapr reads at start-up |
 //! | `POST /events/message-updated` | Dapr delivers each event here |
+//! | `POST /events/dead-letter` | and here each event that route did not take |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness = the sidecar answers |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document of all this (src/openapi.json) |
 
@@ -29,6 +30,8 @@ use crate::transport::Transport;
 pub const GREETING: &str = "Hello from Dapr Spin!";
 /// Where Dapr delivers the topic's events (declared in `GET /dapr/subscribe`).
 pub const EVENT_ROUTE: &str = "/events/message-updated";
+/// Where Dapr delivers the dead-letter topic's events (`dead_letter_topic`).
+pub const DEAD_LETTER_ROUTE: &str = "/events/dead-letter";
 
 /// What answers a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,7 @@ pub enum Endpoint {
     GetMessages,
     DaprSubscribe,
     ReceiveEvent,
+    ReceiveDeadLetter,
     Healthz,
     Readyz,
     OpenApi,
@@ -46,12 +50,13 @@ pub enum Endpoint {
 /// Every route: its one method, its path (`:user_id` matches one path segment) and what
 /// answers it. A known path with another method gets 405 and `Allow`, any other path a
 /// JSON 404. The test that keeps /openapi.json true checks the document against this list.
-pub const ROUTES: [(&str, &str, Endpoint); 8] = [
+pub const ROUTES: [(&str, &str, Endpoint); 9] = [
     ("GET", "/", Endpoint::Greeting),
     ("POST", "/messages", Endpoint::PostMessage),
     ("GET", "/messages/:user_id", Endpoint::GetMessages),
     ("GET", "/dapr/subscribe", Endpoint::DaprSubscribe),
     ("POST", EVENT_ROUTE, Endpoint::ReceiveEvent),
+    ("POST", DEAD_LETTER_ROUTE, Endpoint::ReceiveDeadLetter),
     ("GET", "/healthz", Endpoint::Healthz),
     ("GET", "/readyz", Endpoint::Readyz),
     ("GET", "/openapi.json", Endpoint::OpenApi),
@@ -111,6 +116,7 @@ where
             Endpoint::GetMessages => get_messages(&self.app(request)?, user_id.unwrap_or_default()),
             Endpoint::DaprSubscribe => dapr_subscribe(&self.app(request)?),
             Endpoint::ReceiveEvent => receive_event(&self.app(request)?, request),
+            Endpoint::ReceiveDeadLetter => receive_dead_letter(&self.app(request)?, request),
             Endpoint::Healthz => Ok(healthz()),
             Endpoint::Readyz => readyz(&self.app(request)?),
             Endpoint::OpenApi => Ok(openapi::document()),
@@ -183,23 +189,43 @@ fn get_messages<T: Transport>(app: &App<T>, user_id_segment: &str) -> Result<Res
     ))
 }
 
+/// The topic Dapr moves an event to when the event route has not taken it: after the
+/// retries of scripts/dapr/resiliency.yaml, or at once when it answered DROP.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}-dead-letter")
+}
+
+/// The topic's events go to the event route, with a dead-letter topic so that an event the
+/// route keeps failing on ends somewhere visible instead of being dropped by Dapr; that
+/// topic's events go to the dead-letter route.
 fn dapr_subscribe<T: Transport>(app: &App<T>) -> Result<Response, ApiError> {
     let config = &app.config;
+    let dead_letters = dead_letter_topic(&config.topic);
     Ok(json_response(
         StatusCode::OK,
-        &json!([{ "pubsubname": config.pubsub, "topic": config.topic, "route": EVENT_ROUTE }]),
+        &json!([
+            { "pubsubname": config.pubsub, "topic": config.topic, "route": EVENT_ROUTE, "deadLetterTopic": dead_letters },
+            { "pubsubname": config.pubsub, "topic": dead_letters, "route": DEAD_LETTER_ROUTE },
+        ]),
     ))
 }
 
-/// Dapr retries an event unless the answer is 2xx with status SUCCESS or DROP. An event
-/// that cannot be parsed will never parse, so it is dropped (and logged), not retried. A
-/// phantom or a duplicate (events.rs) is handled by ignoring it, logged with its own line.
-fn receive_event<T: Transport>(app: &App<T>, request: &Request) -> Result<Response, ApiError> {
-    if let Some(token) = &app.config.app_api_token {
-        if header(request, "dapr-api-token") != Some(token.as_str()) {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong dapr-api-token"));
+/// With `APP_API_TOKEN` set, only Dapr (which sends it as `dapr-api-token`) may deliver.
+fn check_app_token<T: Transport>(app: &App<T>, request: &Request) -> Result<(), ApiError> {
+    match &app.config.app_api_token {
+        Some(token) if header(request, "dapr-api-token") != Some(token.as_str()) => {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong dapr-api-token"))
         }
+        _ => Ok(()),
     }
+}
+
+/// Dapr retries an event unless the answer is 2xx with status SUCCESS or DROP, and after the
+/// retries of scripts/dapr/resiliency.yaml moves it to the dead-letter topic. An event that
+/// cannot be parsed will never parse, so it is dropped (and logged), not retried. A phantom
+/// or a duplicate (events.rs) is handled by ignoring it, logged with its own line.
+fn receive_event<T: Transport>(app: &App<T>, request: &Request) -> Result<Response, ApiError> {
+    check_app_token(app, request)?;
     let status = match parse_cloud_event(request.body()) {
         Ok(event) => {
             // The trace Dapr delivers the event in (under the outbox, not the POST's: README, Tracing).
@@ -217,6 +243,21 @@ fn receive_event<T: Transport>(app: &App<T>, request: &Request) -> Result<Respon
         }
     };
     Ok(json_response(StatusCode::OK, &json!({ "status": status })))
+}
+
+/// An event the event route did not take, for an operator to see: one line, then SUCCESS,
+/// whatever the event holds, so that a dead letter is never retried. The event itself stays
+/// in the dead-letter topic's Redis stream (up to its `maxLenApprox`), to read or replay.
+fn receive_dead_letter<T: Transport>(app: &App<T>, request: &Request) -> Result<Response, ApiError> {
+    check_app_token(app, request)?;
+    match parse_cloud_event(request.body()) {
+        Ok(event) => println!(
+            "Dead-lettered event: user_id={:?} message={:?} id={} write {}",
+            event.user_id, event.message, event.id, event.write_id
+        ),
+        Err(why) => println!("Dead-lettered event: not a message event ({why})"),
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "status": "SUCCESS" })))
 }
 
 #[cfg(test)]
@@ -394,7 +435,26 @@ mod tests {
     #[test]
     fn subscription_is_declared_programmatically() {
         let (status, body) = call(&Scripted::new(), Method::Get, "/dapr/subscribe", &[], "");
-        assert_eq!((status, body), (200, json!([{"pubsubname": "pubsub", "topic": "message-updated", "route": EVENT_ROUTE}])));
+        assert_eq!(
+            (status, body),
+            (
+                200,
+                json!([
+                    {"pubsubname": "pubsub", "topic": "message-updated", "route": EVENT_ROUTE, "deadLetterTopic": "message-updated-dead-letter"},
+                    {"pubsubname": "pubsub", "topic": "message-updated-dead-letter", "route": DEAD_LETTER_ROUTE},
+                ])
+            )
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_is_taken_whatever_it_holds_and_calls_no_dapr() {
+        let ce = ("content-type", "application/cloudevents+json");
+        for body in [ann_w1_event().as_str(), "garbage", ""] {
+            let dapr = Scripted::new();
+            assert_eq!(call(&dapr, Method::Post, DEAD_LETTER_ROUTE, &[ce], body), (200, json!({"status": "SUCCESS"})), "{body:?}");
+            assert!(dapr.calls().is_empty());
+        }
     }
 
     #[test]
@@ -429,8 +489,12 @@ mod tests {
         assert_eq!(status, 401);
         let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, EVENT_ROUTE, &[("dapr-api-token", "wrong")], &event);
         assert_eq!(status, 401);
-        let (status, body, _) = send(&holding_ann_w1(), config, Method::Post, EVENT_ROUTE, &[("dapr-api-token", "app-secret")], &event);
+        let (status, body, _) = send(&holding_ann_w1(), config.clone(), Method::Post, EVENT_ROUTE, &[("dapr-api-token", "app-secret")], &event);
         assert_eq!((status, body), (200, json!({"status": "SUCCESS"})));
+        let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, DEAD_LETTER_ROUTE, &[("dapr-api-token", "wrong")], &event);
+        assert_eq!(status, 401, "the dead-letter route too");
+        let (status, ..) = send(&Scripted::new(), config, Method::Post, DEAD_LETTER_ROUTE, &[("dapr-api-token", "app-secret")], &event);
+        assert_eq!(status, 200);
     }
 
     #[test]

@@ -83,7 +83,13 @@ fn unknown_user_is_404() {
 fn subscription_handshake_and_one_delivery_per_publish() {
     let mut stack = Stack::start();
     let declared = stack.get("/dapr/subscribe").json();
-    assert_eq!(declared, json!([{"pubsubname": "pubsub", "topic": "message-updated", "route": "/events/message-updated"}]));
+    assert_eq!(
+        declared,
+        json!([
+            {"pubsubname": "pubsub", "topic": "message-updated", "route": "/events/message-updated", "deadLetterTopic": "message-updated-dead-letter"},
+            {"pubsubname": "pubsub", "topic": "message-updated-dead-letter", "route": "/events/dead-letter"},
+        ])
+    );
 
     for n in 1..=3 {
         assert_eq!(post(&stack, "sub", &format!("event{n}")).status, 201);
@@ -97,13 +103,17 @@ fn subscription_handshake_and_one_delivery_per_publish() {
 }
 
 #[test]
-fn an_event_that_cannot_be_parsed_is_dropped_once() {
+fn an_event_that_cannot_be_parsed_is_dropped_once_and_dead_lettered() {
     let mut stack = Stack::start();
     // Published straight to Dapr, not through the app: text that is no message event.
     let reply = support::request(stack.dapr_http_port, "POST", "/v1.0/publish/pubsub/message-updated", &[("content-type", "text/plain")], "not a message").unwrap();
     assert_eq!(reply.status, 204, "{reply:?}");
     let dropped = app_lines(&mut stack, "Dropped event:", 1);
     assert_eq!(dropped.len(), 1, "dropped once, not retried: {dropped:#?}");
+    // Dapr moves a dropped event to the dead-letter topic at once.
+    let dead = app_lines(&mut stack, "Dead-lettered event:", 1);
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert!(dead[0].starts_with("Dead-lettered event: not a message event ("), "{dead:#?}");
     assert!(stack.app_output_lines().iter().all(|l| !l.starts_with("Received event:")));
 }
 

@@ -35,6 +35,7 @@ def pinned_versions():
                     if line and not line.startswith("#"))
     go_mod = (REPO / "scripts/tools/daprd/go.mod").read_text()
     versions["DAPR"] = re.search(r"^\s*github\.com/dapr/dapr v(\S+)", go_mod, re.M).group(1)
+    versions["COMPONENTS_CONTRIB"] = re.search(r"^\s*github\.com/dapr/components-contrib v(\S+)", go_mod, re.M).group(1)
     return versions
 
 
@@ -64,6 +65,12 @@ def spin_operator_source():
 def dapr_source():
     """dapr/dapr at the version the cluster and the tests' daprd run."""
     return go_module("github.com/dapr/dapr", "v" + pinned_versions()["DAPR"])
+
+
+def components_contrib_source():
+    """dapr/components-contrib at the version built into that daprd: each component's
+    metadata.yaml lists the settings it reads."""
+    return go_module("github.com/dapr/components-contrib", "v" + pinned_versions()["COMPONENTS_CONTRIB"])
 
 
 def kubeconfig(path, context):

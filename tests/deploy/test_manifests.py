@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy_helpers import REPO, dapr_source, spin_operator_source
+from deploy_helpers import REPO, components_contrib_source, dapr_source, spin_operator_source
 
 # The Kubernetes minor whose published schemas the core kinds must satisfy (k3s in the
 # containerd-shim-spin k3d image and current Rancher Desktop are at or above it).
@@ -159,7 +159,59 @@ def test_the_state_stores_outbox_publishes_where_the_app_subscribes():
     components = {c["metadata"]["name"]: c for c in by_kind("Component")}
     outbox = {m["name"]: m["value"] for m in components["statestore"]["spec"]["metadata"] if m["name"].startswith("outbox")}
     # The app's defaults (PUBSUB_NAME, PUBSUB_TOPIC) subscribe to pubsub / message-updated.
-    assert outbox == {"outboxPublishPubsub": "pubsub", "outboxPublishTopic": "message-updated", "outboxPubsub": "outbox"}
+    assert outbox == {"outboxPublishPubsub": "pubsub", "outboxPublishTopic": "message-updated", "outboxPubsub": "outbox",
+                      "outboxDiscardWhenMissingState": "true"}
+
+
+def local_components():
+    """The components of local runs and the real-stack tests (scripts/dapr/), by name."""
+    docs = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "scripts/dapr").glob("*.yaml"))]
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Component"}
+
+
+def settings(component):
+    return {m["name"]: m["value"] for m in component["spec"]["metadata"]}
+
+
+# Settings Dapr's runtime reads from a state store, beside the component's own
+# (dapr/dapr pkg/runtime/pubsub/outbox.go).
+OUTBOX_SETTINGS = {"outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "outboxDiscardWhenMissingState"}
+
+
+def test_every_component_setting_is_one_its_component_reads():
+    """A misspelt setting (say maxLenAprox) is ignored by Dapr without a word: check each
+    name against the component's metadata.yaml in the components-contrib that daprd is built with."""
+    for component in [*by_kind("Component"), *local_components().values()]:
+        kind, _, name = component["spec"]["type"].partition(".")
+        spec = yaml.safe_load((components_contrib_source() / kind / name / "metadata.yaml").read_text())
+        profiles = [p for group in ("authenticationProfiles", "builtinAuthenticationProfiles") for p in spec.get(group, [])]
+        known = {m["name"] for m in spec.get("metadata", []) + [m for p in profiles for m in p.get("metadata", [])]}
+        if kind == "state":
+            known |= OUTBOX_SETTINGS
+        assert settings(component).keys() <= known, (component["metadata"]["name"], settings(component).keys() - known)
+
+
+def test_every_pubsub_bounds_its_streams_the_same_locally_and_in_the_cluster():
+    """Local runs and the cluster differ only in where Redis is."""
+    where = {"redisHost", "redisPassword"}
+    local = local_components()
+    for component in by_kind("Component"):
+        name = component["metadata"]["name"]
+        cluster_settings = {k: v for k, v in settings(component).items() if k not in where}
+        assert cluster_settings == {k: v for k, v in settings(local[name]).items() if k not in where}, name
+        if component["spec"]["type"] == "pubsub.redis":
+            assert int(cluster_settings["maxLenApprox"]) > 0, name
+
+
+def test_redis_refuses_writes_rather_than_evict_or_outgrow_its_limit():
+    [redis] = by_kind("Deployment")
+    [container] = redis["spec"]["template"]["spec"]["containers"]
+    args = dict(zip(container["args"][::2], container["args"][1::2]))
+    assert args["--maxmemory-policy"] == "noeviction"
+    mebibytes = {"mb": 1, "gb": 1024}
+    maxmemory = int(args["--maxmemory"][:-2]) * mebibytes[args["--maxmemory"][-2:]]
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and maxmemory < int(limit[:-2]), (maxmemory, limit)
 
 
 def test_redis_is_the_official_image_pinned():
