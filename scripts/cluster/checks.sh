@@ -52,9 +52,13 @@ engine_check() {
 preflight() {
   failed=0
   step "preflight: the $target cluster (context $ctx)"
-  check kubectl 1 "missing: https://kubernetes.io/docs/tasks/tools/" kubectl version --client
-  check helm 1 "missing: https://helm.sh/docs/intro/install/" helm version --short
+  # The simulated cluster brings its own kubectl and installs nothing with Helm.
+  if [ "$target" != sim ]; then
+    check kubectl 1 "missing: https://kubernetes.io/docs/tasks/tools/" kubectl version --client
+    check helm 1 "missing: https://helm.sh/docs/intro/install/" helm version --short
+  fi
   case $target in
+    sim) sim_preflight ;;
     kind)
       check docker 1 "missing: Docker Engine or Docker Desktop: https://docs.docker.com/get-docker/" docker --version
       check kind 1 "missing: https://kind.sigs.k8s.io/docs/user/quick-start/#installation" kind version
@@ -148,8 +152,10 @@ shim_wiring() {
 spin_operator_webhook() { k apply --dry-run=server -f "$repo/kubernetes/spinapp.yaml" >/dev/null && echo "accepts kubernetes/spinapp.yaml (server-side dry run)"; }
 
 # Dapr's injector webhook has failurePolicy Ignore: while it has no ready endpoint, new pods
-# start without daprd. Ready endpoint = it injects.
+# start without daprd. Ready endpoint = it injects. (The simulated cluster's injector is a
+# local process, with no endpoint: its health check says the same.)
 dapr_injector() {
+  [ "$target" != sim ] || { sim_injector_ready; return; }
   [[ $(k get endpointslices --namespace dapr-system -l kubernetes.io/service-name=dapr-sidecar-injector \
       -o jsonpath='{.items[*].endpoints[*].conditions.ready}' 2>/dev/null) == *true* ]] && echo "ready endpoint"
 }
@@ -187,6 +193,7 @@ doctor() {
     step "cluster (context $ctx)"
     # The preflight already asked Rancher Desktop's context, and checked its Spin executor.
     [ "$target" = rancher ] || check "kube context" 1 "$ctx does not answer: scripts/cluster.sh up --$target" context_answers
+    [ "$target" != sim ] || sim_processes
     if context_answers >/dev/null; then
       [ "$target" = rancher ] || shim_wiring 1 "scripts/cluster.sh up --$target"
       check "spin-operator" 1 "its webhook does not accept the SpinApp: scripts/cluster.sh up --$target, or see kubectl --context $ctx --namespace spin-operator get pods" spin_operator_webhook
