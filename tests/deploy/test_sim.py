@@ -12,16 +12,18 @@ The cluster runs in a temporary folder with its own kubeconfig, and is stopped a
 
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
 
-from deploy_helpers import REPO
+from deploy_helpers import REPO, pinned_versions
 from sim_cluster import APP, APP_SELECTOR, CONTEXT, SimCluster, TiltUp, app_image, copy_repo, save_to_rollout
 
 DAPR_ARGS = {"--app-id": APP, "--app-port": "80", "--config": APP, "--dapr-graceful-shutdown-seconds": "1",
@@ -49,11 +51,11 @@ def deployed(sim):
 
 
 def alive(pid):
+    """Running: an exited process not yet reaped (a zombie) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
         return False
-    return True
 
 
 def app_pod(sim):
@@ -77,6 +79,12 @@ def flag_values(args):
             values[args[i]] = ""
             i += 1
     return values
+
+
+def test_the_sim_runs_the_spin_operator_the_clusters_install():
+    go_mod = (REPO / "scripts/tools/spin-operator/go.mod").read_text()
+    built = re.search(r"^\s*github\.com/spinkube/spin-operator v(\S+)", go_mod, re.M).group(1)
+    assert built == pinned_versions()["SPIN_OPERATOR_VERSION"]
 
 
 def test_up_leaves_the_sim_context_current(sim):
