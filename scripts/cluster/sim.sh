@@ -258,17 +258,13 @@ sim_spin_operator() {
 # makes the CA, and the injector, which gets its serving certificate from sentry and patches
 # the webhook's caBundle at start.
 sim_dapr() {
-  local source chart policy webhook
+  local source chart webhook
   source=$(go_module_dir "github.com/dapr/dapr@v$DAPR_VERSION")
   chart=$source/charts/dapr/charts/dapr_sidecar_injector
   step "Dapr $DAPR_VERSION: CRDs, sentry, sidecar injector and its webhook"
   k apply -f "$source/charts/dapr/crds" >/dev/null
   sim_webhook_service dapr-system dapr-sidecar-injector
-  policy=$(sed -n 's/^webhookFailurePolicy: *//p' "$chart/values.yaml")
-  webhook=$(awk -v policy="$policy" -v port="$INJECTOR_PORT" '
-    /\{\{-? *(if|end|range)/ || /\{\{ \$key \}\}/ { next }
-    { gsub(/\{\{ \.Release\.Namespace \}\}/, "dapr-system"); gsub(/\{\{ \.Values\.webhookFailurePolicy *\}\}/, policy); print }
-    /^      path: "\/mutate"/ { print "      port: " port }' "$chart/templates/dapr_sidecar_injector_webhook_config.yaml")
+  webhook=$(sim_render_chart_template "$chart/values.yaml" "$chart/templates/dapr_sidecar_injector_webhook_config.yaml")
   case $webhook in *'{{'*) die "the injector's webhook template in Dapr $DAPR_VERSION's chart has settings this script does not fill in: $chart/templates" ;; esac
   k apply -f - <<<"$webhook" >/dev/null
 
@@ -283,9 +279,33 @@ sim_dapr() {
   sim_injector
 }
 
+# The injector's webhook template with the chart's defaults: an `if .Values.X` block is kept
+# when the top-level value X is set, a `range` (over labels, none by default) is dropped,
+# the release namespace is dapr-system, and the Service gets the injector's local port.
+sim_render_chart_template() {
+  awk -v port="$INJECTOR_PORT" '
+    FNR == NR { if (match($0, /^[A-Za-z]+:/)) { v = substr($0, RLENGTH + 1); gsub(/^ +| +$/, "", v); values[substr($0, 1, RLENGTH - 1)] = v }; next }
+    function skipping(  i) { for (i = 1; i <= depth; i++) if (skip[i]) return 1; return 0 }
+    /\{\{-? *if \.Values\.[A-Za-z]+ *\}\}/ { match($0, /\.Values\.[A-Za-z]+/); v = values[substr($0, RSTART + 8, RLENGTH - 8)]
+      skip[++depth] = (v == "" || v == "{}" || v == "[]" || v == "false"); next }
+    /\{\{-? *if / { skip[++depth] = 0; next }
+    /\{\{-? *range / { skip[++depth] = 1; next }
+    /\{\{-? *end *-?\}\}/ { depth--; next }
+    skipping() { next }
+    { gsub(/\{\{ \.Release\.Namespace \}\}/, "dapr-system")
+      while (match($0, /\{\{ *\.Values\.[A-Za-z]+ *\}\}/)) {
+        name = substr($0, RSTART, RLENGTH); gsub(/[{} ]|\.Values\./, "", name)
+        $0 = substr($0, 1, RSTART - 1) values[name] substr($0, RSTART + RLENGTH) }
+      print }
+    /^      path: "\/mutate"/ { print "      port: " port }' "$1" "$2"
+}
+
 # The chart's sidecar image; kwok pulls nothing, but the pod spec names what a cluster would run.
+# Dapr's control plane refuses to run as root in Kubernetes mode; run by root (as in CI), the
+# local process is told that is fine.
 sim_injector() {
   sim_start injector env NAMESPACE=dapr-system KUBERNETES_SERVICE_HOST=127.0.0.1 KUBE_CLUSTER_DOMAIN=cluster.local \
+    DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true \
     SIDECAR_IMAGE="ghcr.io/dapr/daprd:$DAPR_VERSION" DAPR_TRUST_ANCHORS_FILE="$SIM_DIR/sentry/credentials/ca.crt" \
     DAPR_CONTROL_PLANE_TRUST_DOMAIN=cluster.local DAPR_SENTRY_ADDRESS="127.0.0.1:$SENTRY_PORT" \
     "$sim_bin_injector" --kubeconfig "$SIM_DIR/kubeconfig" --listen-address 127.0.0.1 --port "$INJECTOR_PORT" \
