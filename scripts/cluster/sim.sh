@@ -367,7 +367,7 @@ sim_down() {
     ok "no simulated cluster"
   fi
   if have kubectl && kubectl config get-contexts "$ctx" >/dev/null 2>&1; then
-    kubectl config delete-context "$ctx" >/dev/null
+    kubectl config delete-context "$ctx" >/dev/null 2>&1
     kubectl config delete-cluster "$ctx" >/dev/null
     kubectl config delete-user "$ctx" >/dev/null
     ok "kube context $ctx removed"
