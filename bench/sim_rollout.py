@@ -41,18 +41,20 @@ def main():
                 sim.wait("tilt up's first deploy", lambda: app_image_or_none(sim), timeout=600)
                 sim.wait("the first pod", lambda: sim.ready_pods("core.spinkube.dev/app-name=dapr-spin-hello"), timeout=300)
                 print(f"tilt up to the first Ready pod: {time.monotonic() - started:.1f} s", flush=True)
-                times = []
+                times, rollouts = [], []
                 for i in range(1, args.saves + 1):
                     time.sleep(3)  # let the previous rollout and Tilt's file watcher settle
-                    seconds, image = save_to_rollout(sim, crate, f"Hello from Dapr Spin! (save {i})")
+                    seconds, rollout, image = save_to_rollout(sim, crate, f"Hello from Dapr Spin! (save {i})")
                     times.append(seconds)
-                    print(f"    save {i}: {seconds:.2f} s ({image})", flush=True)
+                    rollouts.append(rollout)
+                    print(f"    save {i}: {seconds:.2f} s, of which the rollout {rollout:.2f} s ({image})", flush=True)
             finally:
                 tilt.stop()
         finally:
             sim.down()
-    print(f"save to a Ready pod of the new ReplicaSet: median {statistics.median(times):.2f} s "
-          f"(min {min(times):.2f}, max {max(times):.2f}; n={len(times)})")
+    for what, values in (("save to a Ready pod of the new ReplicaSet", times),
+                         ("of which the new reference in the SpinApp to that pod", rollouts)):
+        print(f"{what}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}; n={len(values)})")
 
 
 def app_image_or_none(sim):

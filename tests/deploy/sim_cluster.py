@@ -127,12 +127,15 @@ class TiltUp:
 
 
 def save_to_rollout(sim, crate, text, timeout=300):
-    """Saves a new greeting in the copy under `tilt up`; returns (seconds from the save until a
-    new ReplicaSet with a new image reference has a Ready pod, that reference)."""
+    """Saves a new greeting in the copy under `tilt up`. Returns (seconds from the save until a
+    new ReplicaSet with a new image reference has a Ready pod, of which seconds from the
+    SpinApp's new reference to that pod, that reference)."""
     before = app_image(sim)
     set_greeting(crate, text)
     saved = time.monotonic()
     image = sim.wait("Tilt writing a new image reference into the SpinApp",
                      lambda: (i := app_image(sim)) != before and i, timeout=timeout)
+    applied = time.monotonic()
     sim.wait(f"a ReplicaSet running {image} with a Ready pod", lambda: ready_replica_set_for(sim, image), timeout=timeout)
-    return time.monotonic() - saved, image
+    done = time.monotonic()
+    return done - saved, done - applied, image

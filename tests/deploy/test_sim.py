@@ -189,8 +189,8 @@ def test_a_save_rolls_a_new_replica_set(deployed, tmp_path):
                       lambda: app_image(deployed).startswith("dapr-spin-hello:sim-")
                       and "dapr-spin-hello" in (tmp_path / "tilt.log").read_text(), timeout=300)
         time.sleep(3)
-        seconds, image = save_to_rollout(deployed, crate, "Hello from the simulated cluster!")
-        print(f"save to a Ready pod of the new ReplicaSet: {seconds:.1f} s")
+        seconds, rollout, image = save_to_rollout(deployed, crate, "Hello from the simulated cluster!")
+        print(f"save to a Ready pod of the new ReplicaSet: {seconds:.1f} s, of which the rollout {rollout:.1f} s")
         pod = app_pod(deployed)
         assert containers(pod)[APP]["image"] == image
         assert "daprd" in containers(pod)
