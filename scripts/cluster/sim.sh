@@ -392,4 +392,7 @@ sim_preflight() {
   check openssl 1 "missing: install openssl (the cluster's certificates)" openssl version
   check curl 1 "missing: install curl (health checks)" curl --version
   check python3 1 "missing: install python3" python3 --version
+  if ! sim_running spin-operator && (exec 3<>"/dev/tcp/127.0.0.1/$SIM_OPERATOR_WEBHOOK_PORT") 2>/dev/null; then
+    problem "port $SIM_OPERATOR_WEBHOOK_PORT" 1 "taken: spin-operator's webhook listens there (another simulated cluster? DAPR_SPIN_HELLO_SIM_DIR=<its folder> scripts/cluster.sh down --sim)"
+  fi
 }

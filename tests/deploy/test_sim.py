@@ -10,10 +10,12 @@ are not exercised here (README, "The simulated cluster").
 The cluster runs in a temporary folder with its own kubeconfig, and is stopped at the end
 (the last test checks that `down --sim` leaves nothing running)."""
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -89,6 +91,24 @@ def test_the_sim_runs_the_spin_operator_the_clusters_install():
     go_mod = (REPO / "scripts/tools/spin-operator/go.mod").read_text()
     built = re.search(r"^\s*github\.com/spinkube/spin-operator v(\S+)", go_mod, re.M).group(1)
     assert built == pinned_versions()["SPIN_OPERATOR_VERSION"]
+
+
+def test_up_refuses_when_the_operators_port_is_taken(tmp_path):
+    # spin-operator's webhook port is fixed (9443): up --sim says so and starts nothing. Runs
+    # before the module's cluster starts.
+    cluster = SimCluster(tmp_path)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with contextlib.suppress(OSError):  # already taken: the same refusal is expected
+        holder.bind(("127.0.0.1", 9443))
+        holder.listen()
+    try:
+        p, _ = cluster.up()
+    finally:
+        holder.close()
+    assert p.returncode != 0
+    assert "port 9443         taken" in p.stdout and "nothing was changed" in p.stderr, p.stdout + p.stderr
+    assert not cluster.state.exists()
 
 
 def test_up_leaves_the_sim_context_current(sim):
