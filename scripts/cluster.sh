@@ -14,7 +14,8 @@
 #   scripts/cluster.sh doctor [...]            tools, engines and the cluster, each found or not
 #
 # Without a flag the current kube context decides: rancher-desktop, kind-dapr-spin-hello,
-# k3d-dapr-spin-hello or sim-dapr-spin-hello; any other context means kind, the cluster upstream SpinKube documents.
+# k3d-dapr-spin-hello or sim-dapr-spin-hello; any other context means kind, the cluster
+# upstream SpinKube documents.
 # `up` first runs the same preflight as `doctor` for its cluster and changes nothing when it
 # fails. Every later step is a create-if-missing, `kubectl apply` or `helm upgrade --install`,
 # so `up` can run again. Versions: scripts/versions.env; Dapr's: scripts/tools/daprd/go.mod.
