@@ -190,7 +190,7 @@ install_tilt() {
 install_kube() {
   if [ -x "$kube_dir/kubectl" ]; then return; fi
   picked kube "${KUBE_VERSION#v}" building "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from source with go (first time only: about 15 min on 2 cores) -> $kube_dir"
-  local minor stamp pkg
+  local minor pkg stamp=''
   minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     stamp="$stamp -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
