@@ -162,7 +162,8 @@ dapr_injector() {
 
 # Each pod of the app must have daprd: the SpinApp's podAnnotations ask for it.
 app_sidecar() {
-  local pods name containers
+  local pods name containers watchdog="with Dapr from 'scripts/cluster.sh up' the operator's watchdog does that within 10 s"
+  [ "$target" != sim ] || watchdog="the simulated cluster has no Dapr operator, so nothing does that for you"
   pods=$(k get pods -l "$APP_SELECTOR" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.containers[*].name}{" "}{.spec.initContainers[*].name}{"\n"}{end}' 2>/dev/null || true)
   if [ -z "$pods" ]; then
     found "app pod" "none yet (tilt up deploys it)"
@@ -172,7 +173,7 @@ app_sidecar() {
     if [[ " $containers " == *" daprd "* ]]; then
       found "app pod" "$name has daprd"
     else
-      problem "app pod" 1 "$name has no daprd container: it started while Dapr's injector was down. Delete it (kubectl --context $ctx delete pod $name) and its Deployment makes one with the sidecar; with Dapr from 'scripts/cluster.sh up' the operator's watchdog does that within 10 s"
+      problem "app pod" 1 "$name has no daprd container: it started while Dapr's injector was down. Delete it (kubectl --context $ctx delete pod $name) and its Deployment makes one with the sidecar; $watchdog"
     fi
   done <<<"$pods"
 }

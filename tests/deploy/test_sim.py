@@ -237,6 +237,7 @@ def test_without_the_injector_a_new_pod_has_no_daprd_and_doctor_says_so(deployed
     p = deployed.cluster_sh("doctor", "--sim")
     assert p.returncode != 0
     assert f"{pod['metadata']['name']} has no daprd container" in p.stdout, p.stdout
+    assert "the simulated cluster has no Dapr operator" in p.stdout, p.stdout
     assert "injector" in p.stdout and "not running" in p.stdout, p.stdout
 
     # `up --sim` again starts what is missing; a pod created then has daprd again.
