@@ -189,7 +189,7 @@ install_tilt() {
 # makes the API server report v1.35.x to kubectl and to the operators' clients.
 install_kube() {
   if [ -x "$kube_dir/kubectl" ]; then return; fi
-  picked kube "${KUBE_VERSION#v}" building "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from source with go (first time only: about 15 min on 2 cores) -> $kube_dir"
+  picked kube "${KUBE_VERSION#v}" building "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from source with go (first time only: about 10 min on 2 cores) -> $kube_dir"
   local minor pkg stamp=''
   minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -242,14 +242,14 @@ install_kwok() {
 # spin-operator's manager (cmd/main.go).
 install_spin_operator() {
   if [ -x "$spin_operator_dir/spin-operator" ]; then return; fi
-  picked spin-operator "${SPIN_OPERATOR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $spin_operator_dir"
+  picked spin-operator "${SPIN_OPERATOR_VERSION#v}" building "from source with go (first time only: about 4 min on 2 cores) -> $spin_operator_dir"
   go_tool spin-operator github.com/spinkube/spin-operator/cmd
 }
 
 # Dapr's sentry and sidecar injector, from the daprd module: the same Dapr as daprd.
 install_dapr_control_plane() {
   if [ -x "$dapr_control_plane_dir/injector" ]; then return; fi
-  picked dapr-control-plane "${DAPR_VERSION#v}" building "sentry and injector from source with go (first time only: about 4 min on 2 cores) -> $dapr_control_plane_dir"
+  picked dapr-control-plane "${DAPR_VERSION#v}" building "sentry and injector from source with go (first time only: about 2 min on 2 cores) -> $dapr_control_plane_dir"
   rm -rf "$dapr_control_plane_dir.partial"
   mkdir -p "$dapr_control_plane_dir.partial"
   with_heartbeat dapr-control-plane quiet_go -C "$repo/scripts/tools/daprd" build -trimpath \
