@@ -470,11 +470,11 @@ mod tests {
 
     #[test]
     fn a_bad_setting_is_a_clear_500_but_liveness_holds() {
-        let broken = || Config::from_lookup(|name| (name == "MESSAGE_HISTORY_LIMIT").then(|| "lots".to_string()));
+        let broken = || Config::from_lookup(|name| (name == "message_history_limit").then(|| "lots".to_string()));
         let request = || Request::builder().method(Method::Get).uri("/readyz").build();
         let response = router(Scripted::new(), broken).handle(request());
         assert_eq!(*response.status(), 500);
-        assert!(String::from_utf8_lossy(response.body()).contains("MESSAGE_HISTORY_LIMIT"));
+        assert!(String::from_utf8_lossy(response.body()).contains("message_history_limit"));
         let live = router(Scripted::new(), broken).handle(Request::builder().method(Method::Get).uri("/healthz").build());
         assert_eq!(*live.status(), 200);
     }
