@@ -2,17 +2,20 @@
 # The laptop cluster that `tilt up` deploys to: SpinKube (cert-manager, spin-operator and the
 # Spin shim), Dapr and the Dapr dashboard.
 #
-#   scripts/cluster.sh up [--kind|--k3d|--rancher]
+#   scripts/cluster.sh up [--kind|--k3d|--rancher|--sim]
 #       kind, k3d: create the cluster dapr-spin-hello (its node image has the Spin shim) and a
 #       local registry, then install everything. rancher: check what Rancher Desktop's own
-#       settings installed, then add Dapr. Returns once spin-operator's webhook and Dapr's
-#       sidecar injector answer.
-#   scripts/cluster.sh down [--kind|--k3d]     delete that cluster and its registry
+#       settings installed, then add Dapr. sim: the real control plane, spin-operator and
+#       Dapr's injector as local processes, with a fake node (scripts/cluster/sim.sh). Returns
+#       once spin-operator's webhook and Dapr's sidecar injector answer, with the cluster's
+#       context as the current kube context.
+#   scripts/cluster.sh down [--kind|--k3d|--sim]     delete that cluster (and its registry)
 #   scripts/cluster.sh status [...]            what is installed where
 #   scripts/cluster.sh doctor [...]            tools, engines and the cluster, each found or not
 #
-# Without a flag the current kube context decides: rancher-desktop, kind-dapr-spin-hello or
-# k3d-dapr-spin-hello; any other context means kind, the cluster upstream SpinKube documents.
+# Without a flag the current kube context decides: rancher-desktop, kind-dapr-spin-hello,
+# k3d-dapr-spin-hello or sim-dapr-spin-hello; any other context means kind, the cluster
+# upstream SpinKube documents.
 # `up` first runs the same preflight as `doctor` for its cluster and changes nothing when it
 # fails. Every later step is a create-if-missing, `kubectl apply` or `helm upgrade --install`,
 # so `up` can run again. Versions: scripts/versions.env; Dapr's: scripts/tools/daprd/go.mod.
@@ -43,6 +46,8 @@ die() { printf 'cluster.sh: %s\n' "$*" >&2; exit 1; }
 # preflight, doctor and the checks they share.
 # shellcheck source-path=SCRIPTDIR source=cluster/checks.sh
 . "$repo/scripts/cluster/checks.sh"
+# shellcheck source-path=SCRIPTDIR source=cluster/sim.sh
+. "$repo/scripts/cluster/sim.sh"
 
 current_context() { if have kubectl; then kubectl config current-context 2>/dev/null || true; fi; }
 
@@ -50,24 +55,27 @@ current_context() { if have kubectl; then kubectl config current-context 2>/dev/
 k() { kubectl --context "$ctx" "$@"; }
 h() { helm --kube-context "$ctx" "$@"; }
 
-# Sets target (kind|k3d|rancher) and ctx, the kube context every call below uses.
+# Sets target (kind|k3d|rancher|sim) and ctx, the kube context every call below uses.
 pick_target() {
   case ${1:-} in
     --kind) target=kind ;;
     --k3d) target=k3d ;;
     --rancher) target=rancher ;;
+    --sim) target=sim ;;
     "")
       case $(current_context) in
         "$RANCHER_CONTEXT") target=rancher ;;
         "k3d-$CLUSTER") target=k3d ;;
+        "sim-$CLUSTER") target=sim ;;
         *) target=kind ;;
       esac ;;
-    *) die "unknown option '$1' (use --kind, --k3d or --rancher)" ;;
+    *) die "unknown option '$1' (use --kind, --k3d, --rancher or --sim)" ;;
   esac
   case $target in
     rancher) ctx=$RANCHER_CONTEXT ;;
     *) ctx=$target-$CLUSTER ;;
   esac
+  [ "$target" != sim ] || sim_paths
 }
 
 # retry SECONDS WHAT COMMAND...: runs COMMAND every 2 s until it succeeds; dies naming WHAT,
@@ -196,10 +204,19 @@ up() {
     # Rancher Desktop installs the shim, cert-manager and spin-operator from its own settings,
     # which the preflight checked; a second copy would fight its k3s manifests.
     rancher) ;;
+    sim) sim_cluster; sim_spin_operator; sim_dapr ;;
   esac
-  dapr
+  [ "$target" = sim ] || dapr
   wait_for_webhooks
+  use_context
+  [ "$target" != sim ] || sim_up_done
   step "ready: context $ctx. Next: tilt up"
+}
+
+# `up` leaves its cluster's context current, so kubectl and `tilt up` go to it.
+use_context() {
+  kubectl config use-context "$ctx" >/dev/null
+  ok "current kube context: $ctx"
 }
 
 down() {
@@ -216,24 +233,30 @@ down() {
       if docker inspect "$KIND_REGISTRY" >/dev/null 2>&1; then docker rm -f "$KIND_REGISTRY" >/dev/null; ok "registry removed"; fi ;;
     rancher)
       echo "    Rancher Desktop is left as it is: run 'tilt down' to remove the app." ;;
+    sim) sim_down ;;
   esac
 }
 
 status() {
   pick_target "${1:-}"
-  { have kubectl && have helm; } || die "kubectl and helm are needed (scripts/cluster.sh doctor)"
+  { have kubectl && { have helm || [ "$target" = sim ]; }; } || die "kubectl and helm are needed (scripts/cluster.sh doctor)"
   step "context $ctx ($target)"
   k get nodes -o wide || die "context $ctx does not answer (scripts/cluster.sh up --$target)"
   step "RuntimeClasses and Spin executors"
   k get runtimeclass
   k get spinappexecutors || true
+  if [ "$target" = sim ]; then
+    step "processes (the simulated cluster runs spin-operator and Dapr outside it)"
+    sim_processes
+    return
+  fi
   step "Helm releases"
   h list --all-namespaces
   step "pods: cert-manager, spin-operator, dapr-system"
   for ns in cert-manager spin-operator dapr-system; do k get pods --namespace "$ns" 2>/dev/null || true; done
 }
 
-usage="usage: scripts/cluster.sh up|down|status|doctor [--kind|--k3d|--rancher]"
+usage="usage: scripts/cluster.sh up|down|status|doctor [--kind|--k3d|--rancher|--sim]"
 [ $# -le 2 ] || die "$usage"
 case ${1:-} in
   up) up "${2:-}" ;;

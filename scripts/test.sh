@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: unit tests, the wasm build and its WIT world, the real-stack
-# suite (wasmtime serve + daprd + Redis), the deployment checks (Tilt, manifests, image),
+# suite (wasmtime serve + daprd + Redis), the deployment checks (Tilt, manifests, image, and
+# `tilt ci` through a simulated cluster's real API server, spin-operator and Dapr injector),
 # the local Tilt loop run once by `tilt ci`, and the benchmark harness in quick mode.
 # Installs missing tools first (scripts/tools.sh; a no-op once they are cached).
 set -euo pipefail
@@ -39,7 +40,7 @@ cargo test --quiet "${suites[@]}" 2>&1 | tee -a "$log"
 echo "==> schema-driven fuzzing of /openapi.json against the real stack (tests/fuzz.rs: schemathesis, fixed seed)"
 cargo test --quiet --test fuzz -- --ignored --nocapture 2>&1 | tee -a "$log"
 
-echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image, a course laptop faked (tests/deploy)"
+echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image, a course laptop faked, the cluster path on a simulated cluster's real control plane (tests/deploy)"
 python -m pytest -q tests/deploy 2>&1 | tee -a "$log"
 
 echo "==> stored means published (tests/delivery.rs): its output"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Finds or installs the tools that the tests and the local loop need. Safe to run again.
 #
-#   scripts/tools.sh [all|rust|redis|wasmtime|daprd|tilt|python]...
+#   scripts/tools.sh [all|rust|redis|wasmtime|daprd|tilt|python|sim]...
 #                                    the tests' tools: the pinned versions, built once into a cache
+#                                    (sim: the simulated cluster's control plane, cluster.sh up --sim)
+#   scripts/tools.sh sim-paths       where each of the simulated cluster's binaries is
+#   scripts/tools.sh kube-replaces   the replace block scripts/tools/kube/go.mod needs (for a bump)
 #   eval "$(scripts/tools.sh env)"   puts the tests' tools on PATH (and sets DAPRD)
 #   eval "$(scripts/tools.sh dev [local|cluster])"
 #                                    the local loop's tools, in this order: an installed tool of a
@@ -34,6 +37,12 @@ WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-alloca
 go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
+# The simulated cluster (scripts/cluster.sh up --sim): etcd, Kubernetes, kwok and spin-operator
+# by their tools modules, Dapr's sentry and injector by the daprd module (the same Dapr as daprd).
+ETCD_VERSION=$(go_mod_version etcd go.etcd.io/etcd/server/v3)
+KUBE_VERSION=$(go_mod_version kube k8s.io/kubernetes)
+KWOK_VERSION=$(go_mod_version kwok sigs.k8s.io/kwok)
+SPIN_OPERATOR_VERSION=$(go_mod_version spin-operator github.com/spinkube/spin-operator)
 # The Dapr components the built daprd registers: the types in scripts/dapr/ (which the tests,
 # local mode and the benchmark load), and mDNS, self-hosted Dapr's name resolution.
 DAPRD_COMPONENTS=$( (sed -n 's/^  type: *//p' "$repo"/scripts/dapr/*.yaml; echo nameresolution.mdns) | sort -u | paste -sd, -)
@@ -54,6 +63,11 @@ REDIS_MIN=5
 wasmtime_dir=$cache/wasmtime-$WASMTIME_VERSION-$(echo "$WASMTIME_FEATURES" | short_hash 8)
 daprd_dir=$cache/daprd-$DAPR_VERSION-$(echo "$DAPRD_COMPONENTS" | short_hash 8)
 tilt_dir=$cache/tilt-$TILT_VERSION
+kube_dir=$cache/kube-$KUBE_VERSION
+etcd_dir=$cache/etcd-$ETCD_VERSION
+kwok_dir=$cache/kwok-$KWOK_VERSION
+spin_operator_dir=$cache/spin-operator-$SPIN_OPERATOR_VERSION
+dapr_control_plane_dir=$cache/dapr-control-plane-$DAPR_VERSION
 # Keyed by the requirements' hash, so a change gets a new venv and never breaks one in use.
 python_dir=$cache/python-venv-$(short_hash 12 < "$repo/scripts/requirements.txt")
 
@@ -168,6 +182,98 @@ install_tilt() {
   rm -rf "$work"
 }
 
+# ---- the simulated cluster's control plane (scripts/cluster.sh up --sim) ----
+
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl, in one go build from the
+# wrapper module (about 2,400 compile actions; the link needs up to 2 GB). The version stamp
+# makes the API server report v1.35.x to kubectl and to the operators' clients.
+install_kube() {
+  if [ -x "$kube_dir/kubectl" ]; then return; fi
+  picked kube "${KUBE_VERSION#v}" building "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from source with go (first time only: about 15 min on 2 cores) -> $kube_dir"
+  local minor pkg stamp=''
+  minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    stamp="$stamp -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  done
+  rm -rf "$kube_dir.partial"
+  mkdir -p "$kube_dir.partial"
+  with_heartbeat kube quiet_go -C "$repo/scripts/tools/kube" build -trimpath -ldflags "-s -w$stamp" -o "$kube_dir.partial/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl >&2
+  rm -rf "$kube_dir"
+  mv "$kube_dir.partial" "$kube_dir"
+}
+
+# The replace lines for scripts/tools/kube/go.mod: one per staging module that kubernetes'
+# own go.mod replaces with ./staging/..., mapped to that module's release (v0.MINOR.PATCH).
+kube_replaces() {
+  local mod
+  mod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  echo 'replace ('
+  awk -v v="v0.${KUBE_VERSION#v1.}" '/^replace \(/ {r = 1; next} r && /^\)/ {r = 0}
+    r && $3 ~ /^\.\/staging\// {print "\t" $1 " => " $1 " " v}' "$mod"
+  echo ')'
+}
+
+# go_tool NAME PACKAGE: PACKAGE built from scripts/tools/NAME's module into its cache folder.
+go_tool() {
+  local name=$1 package=$2 dir
+  dir=$(dirname "$(cached_path "$name")")
+  mkdir -p "$dir"
+  with_heartbeat "$name" quiet_go -C "$repo/scripts/tools/$name" build -trimpath -ldflags "-s -w" \
+    -o "$dir/$name.partial" "$package" >&2
+  mv "$dir/$name.partial" "$dir/$name"
+}
+
+# etcd (its main package is the root of its server module), 3.5.13 or later (its tools module says why).
+install_etcd() {
+  if [ -x "$etcd_dir/etcd" ]; then return; fi
+  picked etcd "${ETCD_VERSION#v}" building "from source with go (first time only: about 2 min on 2 cores) -> $etcd_dir"
+  go_tool etcd go.etcd.io/etcd/server/v3
+}
+
+# kwok keeps fake nodes and their pods' status (no kubelet, no container runs).
+install_kwok() {
+  if [ -x "$kwok_dir/kwok" ]; then return; fi
+  picked kwok "${KWOK_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $kwok_dir"
+  go_tool kwok sigs.k8s.io/kwok/cmd/kwok
+}
+
+# spin-operator's manager (cmd/main.go).
+install_spin_operator() {
+  if [ -x "$spin_operator_dir/spin-operator" ]; then return; fi
+  picked spin-operator "${SPIN_OPERATOR_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $spin_operator_dir"
+  go_tool spin-operator github.com/spinkube/spin-operator/cmd
+}
+
+# Dapr's sentry and sidecar injector, from the daprd module: the same Dapr as daprd.
+install_dapr_control_plane() {
+  if [ -x "$dapr_control_plane_dir/injector" ]; then return; fi
+  picked dapr-control-plane "${DAPR_VERSION#v}" building "sentry and injector from source with go (first time only: about 4 min on 2 cores) -> $dapr_control_plane_dir"
+  rm -rf "$dapr_control_plane_dir.partial"
+  mkdir -p "$dapr_control_plane_dir.partial"
+  with_heartbeat dapr-control-plane quiet_go -C "$repo/scripts/tools/daprd" build -trimpath \
+    -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=${DAPR_VERSION#v}" -o "$dapr_control_plane_dir.partial/" \
+    github.com/dapr/dapr/cmd/sentry github.com/dapr/dapr/cmd/injector >&2
+  rm -rf "$dapr_control_plane_dir"
+  mv "$dapr_control_plane_dir.partial" "$dapr_control_plane_dir"
+}
+
+SIM_TOOLS="etcd kube kwok spin-operator dapr-control-plane"
+
+# NAME PATH per line: what scripts/cluster/sim.sh starts.
+sim_paths() {
+  echo "etcd $etcd_dir/etcd"
+  echo "kube-apiserver $kube_dir/kube-apiserver"
+  echo "kube-controller-manager $kube_dir/kube-controller-manager"
+  echo "kube-scheduler $kube_dir/kube-scheduler"
+  echo "kubectl $kube_dir/kubectl"
+  echo "kwok $kwok_dir/kwok"
+  echo "spin-operator $spin_operator_dir/spin-operator"
+  echo "sentry $dapr_control_plane_dir/sentry"
+  echo "injector $dapr_control_plane_dir/injector"
+}
+
 # Python tools for the manifest checks and the benchmark's FastAPI reference.
 install_python() {
   if [ -x "$python_dir/bin/python" ] && [ -f "$python_dir/.complete" ]; then return; fi
@@ -181,22 +287,32 @@ install_python() {
 install_pinned() {
   local from=cached
   [ -x "$(cached_path "$1")" ] || from=built
-  "install_$1"
+  "install_${1//-/_}"
   picked "$1" "$(pinned_version "$1")" "$from" "$(cached_path "$1")"
 }
 
-pinned_version() { case $1 in wasmtime) echo "$WASMTIME_VERSION" ;; daprd) echo "${DAPR_VERSION#v}" ;; tilt) echo "${TILT_VERSION#v}" ;; esac; }
+pinned_version() {
+  case $1 in
+    wasmtime) echo "$WASMTIME_VERSION" ;; daprd|dapr-control-plane) echo "${DAPR_VERSION#v}" ;; tilt) echo "${TILT_VERSION#v}" ;;
+    kube) echo "${KUBE_VERSION#v}" ;; etcd) echo "${ETCD_VERSION#v}" ;; kwok) echo "${KWOK_VERSION#v}" ;; spin-operator) echo "${SPIN_OPERATOR_VERSION#v}" ;;
+  esac
+}
 
 cached_path() {
   case $1 in
     wasmtime) echo "$wasmtime_dir/bin/wasmtime" ;;
     daprd) echo "$daprd_dir/daprd" ;;
     tilt) echo "$tilt_dir/tilt" ;;
+    kube) echo "$kube_dir/kubectl" ;;
+    etcd) echo "$etcd_dir/etcd" ;;
+    kwok) echo "$kwok_dir/kwok" ;;
+    spin-operator) echo "$spin_operator_dir/spin-operator" ;;
+    dapr-control-plane) echo "$dapr_control_plane_dir/injector" ;;
   esac
 }
 
 print_env() {
-  echo "export PATH=\"$wasmtime_dir/bin:$daprd_dir:$tilt_dir:$python_dir/bin:\$PATH\""
+  echo "export PATH=\"$wasmtime_dir/bin:$daprd_dir:$tilt_dir:$python_dir/bin:$kube_dir:\$PATH\""
   echo "export DAPRD=\"$daprd_dir/daprd\""
 }
 
@@ -321,16 +437,20 @@ main() {
   case ${targets[0]} in
     dev) dev_tools "${targets[@]:1}"; return ;;
     path) tool_path "${targets[1]:?tools.sh path TOOL}"; return ;;
+    sim-paths) sim_paths; return ;;
+    kube-replaces) kube_replaces; return ;;
   esac
   for t in "${targets[@]}"; do
     case $t in
       env) print_env ;;
       # One build at a time: on 2 cores, running the Go builds or only their downloads beside
       # wasmtime's build (at nice 19 or not) never made the whole faster (bench/RESULTS.md).
-      all) install_rust; install_redis; install_python; for tool in wasmtime daprd tilt; do install_pinned "$tool"; done ;;
+      # The simulated cluster's binaries too: the tests start one (tests/deploy/test_sim.py).
+      all) install_rust; install_redis; install_python; for tool in wasmtime daprd tilt $SIM_TOOLS; do install_pinned "$tool"; done ;;
       rust|redis|python) "install_$t" ;;
       wasmtime|daprd|tilt) install_pinned "$t" ;;
-      *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|env|dev|path)" >&2; exit 2 ;;
+      sim) for tool in $SIM_TOOLS; do install_pinned "$tool"; done ;;
+      *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|sim|env|dev|path|sim-paths|kube-replaces)" >&2; exit 2 ;;
     esac
   done
 }

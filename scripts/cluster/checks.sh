@@ -52,9 +52,13 @@ engine_check() {
 preflight() {
   failed=0
   step "preflight: the $target cluster (context $ctx)"
-  check kubectl 1 "missing: https://kubernetes.io/docs/tasks/tools/" kubectl version --client
-  check helm 1 "missing: https://helm.sh/docs/intro/install/" helm version --short
+  # The simulated cluster brings its own kubectl and installs nothing with Helm.
+  if [ "$target" != sim ]; then
+    check kubectl 1 "missing: https://kubernetes.io/docs/tasks/tools/" kubectl version --client
+    check helm 1 "missing: https://helm.sh/docs/intro/install/" helm version --short
+  fi
   case $target in
+    sim) sim_preflight ;;
     kind)
       check docker 1 "missing: Docker Engine or Docker Desktop: https://docs.docker.com/get-docker/" docker --version
       check kind 1 "missing: https://kind.sigs.k8s.io/docs/user/quick-start/#installation" kind version
@@ -148,15 +152,18 @@ shim_wiring() {
 spin_operator_webhook() { k apply --dry-run=server -f "$repo/kubernetes/base/spinapp.yaml" >/dev/null && echo "accepts kubernetes/base/spinapp.yaml (server-side dry run)"; }
 
 # Dapr's injector webhook has failurePolicy Ignore: while it has no ready endpoint, new pods
-# start without daprd. Ready endpoint = it injects.
+# start without daprd. Ready endpoint = it injects. (The simulated cluster's injector is a
+# local process, with no endpoint: its health check says the same.)
 dapr_injector() {
+  [ "$target" != sim ] || { sim_injector_ready; return; }
   [[ $(k get endpointslices --namespace dapr-system -l kubernetes.io/service-name=dapr-sidecar-injector \
       -o jsonpath='{.items[*].endpoints[*].conditions.ready}' 2>/dev/null) == *true* ]] && echo "ready endpoint"
 }
 
 # Each pod of the app must have daprd: the SpinApp's podAnnotations ask for it.
 app_sidecar() {
-  local pods name containers
+  local pods name containers watchdog="with Dapr from 'scripts/cluster.sh up' the operator's watchdog does that within 10 s"
+  [ "$target" != sim ] || watchdog="the simulated cluster has no Dapr operator, so nothing does that for you"
   pods=$(k get pods -l "$APP_SELECTOR" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.containers[*].name}{" "}{.spec.initContainers[*].name}{"\n"}{end}' 2>/dev/null || true)
   if [ -z "$pods" ]; then
     found "app pod" "none yet (tilt up deploys it)"
@@ -166,7 +173,7 @@ app_sidecar() {
     if [[ " $containers " == *" daprd "* ]]; then
       found "app pod" "$name has daprd"
     else
-      problem "app pod" 1 "$name has no daprd container: it started while Dapr's injector was down. Delete it (kubectl --context $ctx delete pod $name) and its Deployment makes one with the sidecar; with Dapr from 'scripts/cluster.sh up' the operator's watchdog does that within 10 s"
+      problem "app pod" 1 "$name has no daprd container: it started while Dapr's injector was down. Delete it (kubectl --context $ctx delete pod $name) and its Deployment makes one with the sidecar; $watchdog"
     fi
   done <<<"$pods"
 }
@@ -187,6 +194,7 @@ doctor() {
     step "cluster (context $ctx)"
     # The preflight already asked Rancher Desktop's context, and checked its Spin executor.
     [ "$target" = rancher ] || check "kube context" 1 "$ctx does not answer: scripts/cluster.sh up --$target" context_answers
+    [ "$target" != sim ] || sim_processes
     if context_answers >/dev/null; then
       [ "$target" = rancher ] || shim_wiring 1 "scripts/cluster.sh up --$target"
       check "spin-operator" 1 "its webhook does not accept the SpinApp: scripts/cluster.sh up --$target, or see kubectl --context $ctx --namespace spin-operator get pods" spin_operator_webhook

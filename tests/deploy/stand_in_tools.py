@@ -47,6 +47,10 @@ class Laptop:
             if not self.s.get("context"):
                 fail("error: current-context is not set")
             return print(self.s["context"])
+        if args[:2] == ["config", "use-context"]:
+            self.cluster(args[2])
+            self.s["context"] = args[2]
+            return print(f'Switched to context "{args[2]}".')
         if args[:2] == ["version", "--client"]:
             return print("Client Version: v1.33.0")
         assert args[0] == "--context", args

@@ -131,7 +131,8 @@ def dapr_and_ready_steps(ctx):
 def assert_every_call_names(commands, ctx):
     # The user's current context cannot redirect a call.
     for command in commands:
-        if command.startswith("kubectl ") and command not in ("kubectl config current-context", "kubectl version --client"):
+        if command.startswith("kubectl ") and command not in ("kubectl config current-context", "kubectl version --client",
+                                                               f"kubectl config use-context {ctx}"):
             assert command.startswith(f"kubectl --context {ctx} "), command
         if command.startswith("helm ") and command != "helm version --short":
             assert command.startswith(f"helm --kube-context {ctx} "), command
@@ -166,6 +167,8 @@ def test_up_kind_creates_the_cluster_registry_and_installs_everything_in_order(c
     assert state["containers"]["dapr-spin-hello-kind-registry"] == ["bridge", "kind"]
     # SpinKube's executor, on SpinKube's RuntimeClass, on the runtime kind.yaml registers.
     assert executor_chain(state, ctx) == ("wasmtime-spin-v2", "spin")
+    # kubectl and `tilt up` go to the new cluster.
+    assert state["context"] == ctx
 
 
 def test_kind_config_registers_the_spin_shim_with_containerd():
@@ -204,6 +207,7 @@ def test_up_k3d_creates_the_cluster_and_installs_everything_in_order(cluster_sh)
     # k3s's own `spin` stays; the executor uses the applied wasmtime-spin-v2, same handler.
     assert state["clusters"][ctx]["runtime_classes"]["spin"] == "spin"
     assert executor_chain(state, ctx) == ("wasmtime-spin-v2", "spin")
+    assert state["context"] == ctx
 
 
 def test_up_k3d_reuses_an_existing_cluster(cluster_sh):
@@ -334,7 +338,7 @@ def test_rancher_desktop_with_kubernetes_stopped(cluster_sh, command):
 
 def test_unknown_option_is_refused(cluster_sh):
     p, log, _ = cluster_sh("up", "kind", state=laptop())
-    assert p.returncode != 0 and "unknown option 'kind' (use --kind, --k3d or --rancher)" in p.stderr
+    assert p.returncode != 0 and "unknown option 'kind' (use --kind, --k3d, --rancher or --sim)" in p.stderr
     assert not [c for c in log if CHANGES.search(c)]
 
 

@@ -1,5 +1,6 @@
 """(a) The Tiltfile, evaluated by the real Tilt binary: resources, image builds, port forward,
-dependencies and labels, on the Rancher Desktop, kind and k3d paths and in local mode."""
+dependencies and labels, on the Rancher Desktop, kind, k3d and simulated-cluster paths and in
+local mode."""
 
 import json
 import shlex
@@ -97,6 +98,22 @@ def test_rancher_desktop_builds_with_nerdctl(tiltfile):
     assert_nerdctl_build(result)
 
 
+def test_sim_cluster_names_the_build_by_its_digest(tiltfile):
+    # scripts/cluster.sh up --sim: no node, so no engine builds and nothing is pushed; the
+    # reference is the staged context's digest, which Tilt writes into the SpinApp.
+    result = tiltfile(context="sim-dapr-spin-hello")
+    assert set(result.manifests) == CLUSTER_RESOURCES - {"dapr-dashboard"}
+    assert result.deploy("dapr-spin-hello")["imageMaps"] == ["dapr-spin-hello"]
+    # A simulated pod runs nothing: no port forward, no link to one.
+    assert result.deploy("dapr-spin-hello").get("portForwardTemplateSpec") is None
+    details = image_target(result)["BuildDetails"]
+    assert details["outputMode"] == "remote" and details["Deps"] == [IMAGE_CONTEXT]
+    assert details["outputsImageRefTo"] == str(REPO / "target/sim-image-ref")
+    command = details["args"][-1]
+    assert command.startswith('echo "dapr-spin-hello:sim-$(cat target/image/spin.toml target/image/target/wasm32-wasip2/')
+    assert result.deps("dapr-spin-hello") == {"wasm", "redis", "dapr-components"}
+
+
 def test_cluster_flag_overrides_the_context(tiltfile):
     assert_docker_build(tiltfile("--cluster=k3d", context="rancher-desktop"))
     assert_docker_build(tiltfile("--cluster=kind", context="rancher-desktop"))
@@ -108,7 +125,7 @@ def test_cluster_flag_overrides_the_context(tiltfile):
 
 def test_unknown_cluster_flag_fails(run_tiltfile):
     code, _, err = run_tiltfile("--cluster=minikube", context="k3d-dapr-spin-hello")
-    assert code == 5 and "--cluster must be rancher, kind or k3d" in err
+    assert code == 5 and "--cluster must be rancher, kind, k3d or sim" in err
 
 
 def test_non_dev_context_is_refused(run_tiltfile):

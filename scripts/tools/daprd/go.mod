@@ -1,4 +1,5 @@
-// Builds daprd, Dapr's sidecar, for the real-stack tests (scripts/tools.sh).
+// Builds daprd, Dapr's sidecar, for the real-stack tests, and Dapr's sentry and sidecar injector
+// for the simulated cluster (scripts/tools.sh), all from one Dapr version.
 // `go install` refuses modules with replace directives, so this module requires
 // Dapr and repeats the replace lines of Dapr's own go.mod at the same tag.
 // v1.18.1: the newest 1.18 patch whose dependencies the Go module proxy serves
@@ -267,6 +268,7 @@ require (
 	github.com/josharian/intern v1.0.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/k0kubun/pp v3.0.1+incompatible // indirect
+	github.com/kelseyhightower/envconfig v1.4.0 // indirect
 	github.com/klauspost/compress v1.18.6 // indirect
 	github.com/knadh/koanf v1.4.1 // indirect
 	github.com/kr/fs v0.1.0 // indirect
