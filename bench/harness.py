@@ -132,6 +132,15 @@ def install_tools(full):
     env.pop("CARGO_TARGET_DIR", None)  # builds must land in target/ of the tree being built
     return env
 
+def wasmtime_component(wasm, env):
+    """The service's `wasm` as `wasmtime serve` runs it: composed with the adapter that answers
+    its Spin variables from SPIN_VARIABLE_* (scripts/wasmtime-adapter/compose.sh), written beside
+    it. Spin runs `wasm` itself."""
+    done = subprocess.run([str(REPO / "scripts/wasmtime-adapter/compose.sh"), str(wasm)], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StartError(f"scripts/wasmtime-adapter/compose.sh {wasm} failed ({done.returncode}):\n{done.stderr}")
+    return Path(done.stdout.strip())
+
 def cpu_seconds(pid):
     """(user, system) CPU time of a process and of its reaped children (such as Tilt's builds)
     so far: /proc/PID/stat, fields 14 to 17."""

@@ -6,7 +6,8 @@ import shutil
 import time
 
 from fairness import LOAD_CORES, SERVER_CORES, SIDECAR_CORES, SPIN_WASMTIME_OPTIONS, pinned
-from harness import BENCH, LOGS, OtherLoad, Processes, StartError, cpu_seconds, daprd_cmd, free_port, http, output, start_redis
+from harness import (BENCH, LOGS, OtherLoad, Processes, StartError, cpu_seconds, daprd_cmd, free_port, http, output, start_redis,
+                     wasmtime_component)
 
 SEED_USERS = 64  # bench/wrk/scenario.lua reads these users in its mix
 WASM_APP_ID, REFERENCE_APP_ID = "dapr-spin-hello", "hello-dapr-fastapi"
@@ -31,13 +32,15 @@ def spin_manifest(wasm, dapr_port):
     path.write_text("\n".join([
         "spin_manifest_version = 2", "[application]", f'name = "bench-{wasm.stem.replace("_", "-")}"',
         '[[trigger.http]]', 'route = "/..."', 'component = "app"',
+        '[variables]', f'dapr_http_port = {{ default = "{dapr_port}" }}',
         '[component.app]', f'source = "{wasm}"',
-        f'allowed_outbound_hosts = ["http://localhost:{dapr_port}", "http://127.0.0.1:{dapr_port}"]', "",
+        'allowed_outbound_hosts = ["http://localhost:{{ dapr_http_port }}", "http://127.0.0.1:{{ dapr_http_port }}"]',
+        '[component.app.variables]', 'dapr_http_port = "{{ dapr_http_port }}"', "",
     ]))
     return path
 
 
-def the_apps(wasms):
+def the_apps(wasms, env):
     """The rows: for each host, the empty component (the ceiling; GET / only, no sidecar) and
     the service as built for the dev loop and, when given, for production; then the course's
     FastAPI code and that code with one shared httpx client (bench/reference/main.py). Each
@@ -53,6 +56,8 @@ def the_apps(wasms):
                                    ("wasm", "this service", wasms["dev"]),
                                    ("lto", "this service, fat LTO", wasms.get("lto"))]:
             if wasm:
+                if host == "wasmtime" and build != "ceiling":
+                    wasm = wasmtime_component(wasm, env)
                 apps.append({"name": f"{build}-{host}", "label": f"{label} ({host_label})", "host": host, "wasm": wasm,
                              "sidecar": build != "ceiling", "app_id": f"{WASM_APP_ID}-{build}-{host}", "ok": 201, "env": {}})
     apps += [
@@ -65,10 +70,9 @@ def the_apps(wasms):
         address = f"127.0.0.1:{app['port']}"
         if app.get("host") == "wasmtime":
             cmd = ["wasmtime", "serve", "-Scli", *SPIN_WASMTIME_OPTIONS, "--addr", address,
-                   "--env", f"DAPR_HTTP_PORT={app['dapr']}", str(app["wasm"])]
+                   "--env", f"SPIN_VARIABLE_DAPR_HTTP_PORT={app['dapr']}", str(app["wasm"])]
         elif app.get("host") == "spin":
-            cmd = ["spin", "up", "--from", str(spin_manifest(app["wasm"], app["dapr"])), "--listen", address,
-                   "--env", f"DAPR_HTTP_PORT={app['dapr']}"]
+            cmd = ["spin", "up", "--from", str(spin_manifest(app["wasm"], app["dapr"])), "--listen", address]
         else:
             cmd = uvicorn + [str(app["port"])]
         app["cmd"] = pinned(SERVER_CORES, cmd)
@@ -127,7 +131,7 @@ def seed(app, checks):
 
 def request_path(wasms, env, args, checks):
     procs = Processes()
-    apps = the_apps(wasms)
+    apps = the_apps(wasms, env)
     try:
         print("==> request path: redis, the apps, a daprd for each that calls one", flush=True)
         redis_port = free_port()

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from builds import BUILD, WASM, ceiling_build
-from harness import LOGS, OUT, REPO, Processes, free_port, install_tools, port_busy, run
+from harness import LOGS, OUT, REPO, Processes, free_port, install_tools, port_busy, run, wasmtime_component
 
 PARTS = {"guest (wasm)": r"\[\?\?\?\]$", "wasmtime": r"/wasmtime\]?$", "libc": r"libc\.so"}
 INSTANTIATION = "instantiation"
@@ -96,7 +96,8 @@ def main():
     LOGS.mkdir(exist_ok=True)
     env = install_tools(full=False)
     run(BUILD, env=env, log=LOGS / "cargo-repo.log")
-    results = instructions_per_get({"empty component": ceiling_build(env), "this service": REPO / WASM}, env, args.requests)
+    results = instructions_per_get({"empty component": ceiling_build(env), "this service": wasmtime_component(REPO / WASM, env)},
+                                   env, args.requests)
     print("\n".join(table(results, args.requests)))
     return 0
 

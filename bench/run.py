@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 from builds import BUILD, CEILING, WASM, ceiling_build, copy_repo, measure_builds, production_build, save_to_serve
-from harness import BENCH, LOGS, OUT, REPO, Checks, StartError, install_tools, load, machine, run
+from harness import BENCH, LOGS, OUT, REPO, Checks, StartError, install_tools, load, machine, run, wasmtime_component
 from load import request_path
 from profile import instructions_per_get
 from report import kept_notes, release_profile, report
@@ -92,8 +92,9 @@ def main():
             data["requests"] = request_path(wasms, env, args, checks)
             if not args.quick and shutil.which("valgrind"):
                 print("==> profile: instructions per GET / under callgrind (bench/profile.py)", flush=True)
-                data["instructions"] = instructions_per_get({"empty component": wasms["ceiling"], "this service": wasms["dev"],
-                                                        "this service, fat LTO": wasms["lto"]}, env)
+                data["instructions"] = instructions_per_get({"empty component": wasms["ceiling"],
+                                                             "this service": wasmtime_component(wasms["dev"], env),
+                                                             "this service, fat LTO": wasmtime_component(wasms["lto"], env)}, env)
             if not args.quick:
                 data["saves"] = save_to_serve(crate, args.edits, env, checks)
     except StartError as e:

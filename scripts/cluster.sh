@@ -238,7 +238,7 @@ dapr() {
 # The two webhooks the app's first deploy goes through; `up` returns only once both answer.
 wait_for_webhooks() {
   step "waiting for spin-operator's webhook and Dapr's sidecar injector"
-  retry 120 "spin-operator's webhook accepting kubernetes/spinapp.yaml (server-side dry run)" spin_operator_webhook
+  retry 120 "spin-operator's webhook accepting kubernetes/base/spinapp.yaml (server-side dry run)" spin_operator_webhook
   ok "spin-operator's webhook accepts the SpinApp"
   retry 120 "Dapr's sidecar injector having a ready endpoint" dapr_injector
   ok "Dapr's sidecar injector is ready"

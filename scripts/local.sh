@@ -12,6 +12,9 @@
 #
 # Every port moves with its variable, here and in the Tiltfile (APP_PORT=8001 scripts/dev.sh):
 # APP_PORT 8000, DAPR_HTTP_PORT 3500, DAPR_GRPC_PORT 50001, DAPR_METRICS_PORT 9090, REDIS_PORT 6379.
+# The app's settings are Spin variables, SPIN_VARIABLE_<NAME>, under either host (README); the
+# tokens also go to daprd: SPIN_VARIABLE_DAPR_API_TOKEN as its DAPR_API_TOKEN, and
+# SPIN_VARIABLE_APP_API_TOKEN as its APP_API_TOKEN.
 # The tools are the local loop's (scripts/tools.sh path): installed ones first, then the cached.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -98,6 +101,9 @@ case ${1:-} in
       for f in scripts/dapr/*.yaml; do sed "s/localhost:6379/localhost:$REDIS_PORT/" "$f" > "$components/$(basename "$f")"; done
     fi
     echo "daprd: $daprd ($("$daprd" --version))"
+    # The tokens the app holds as Spin variables: daprd requires the one and sends the other.
+    [ -z "${SPIN_VARIABLE_DAPR_API_TOKEN:-}" ] || export DAPR_API_TOKEN=$SPIN_VARIABLE_DAPR_API_TOKEN
+    [ -z "${SPIN_VARIABLE_APP_API_TOKEN:-}" ] || export APP_API_TOKEN=$SPIN_VARIABLE_APP_API_TOKEN
     # Spans to Zipkin when one answers on localhost:9411 (`dapr init` runs one there).
     tracing=()
     if (exec 3<>/dev/tcp/127.0.0.1/9411) 2>/dev/null; then tracing=(--config scripts/dapr/tracing.yaml); fi
@@ -110,14 +116,25 @@ case ${1:-} in
     need_wasm
     case ${2:-spin} in spin|wasmtime) ;; *) echo "local.sh app: host must be spin or wasmtime, got '$2'" >&2; exit 2 ;; esac
     require_free APP_PORT "the app"
+    # The sidecar is the daprd above, on DAPR_HTTP_PORT: that is the app's dapr_http_port.
+    if [ -n "${SPIN_VARIABLE_DAPR_HTTP_PORT:-}" ] && [ "$SPIN_VARIABLE_DAPR_HTTP_PORT" != "$DAPR_HTTP_PORT" ]; then
+      echo "local.sh: SPIN_VARIABLE_DAPR_HTTP_PORT is $SPIN_VARIABLE_DAPR_HTTP_PORT, but daprd listens on DAPR_HTTP_PORT=$DAPR_HTTP_PORT: set DAPR_HTTP_PORT alone, local.sh passes it on." >&2
+      exit 2
+    fi
+    export SPIN_VARIABLE_DAPR_HTTP_PORT=$DAPR_HTTP_PORT
     if [ "${2:-spin}" = spin ]; then
       spin=$(tool spin)
-      # spin.toml allows outbound calls to the sidecar's port only, through this variable.
-      export SPIN_VARIABLE_DAPR_HTTP_PORT=$DAPR_HTTP_PORT
-      exec "$spin" up --listen "127.0.0.1:$APP_PORT" --env "DAPR_HTTP_PORT=$DAPR_HTTP_PORT"
+      exec "$spin" up --listen "127.0.0.1:$APP_PORT"
     fi
     wasmtime=$(tool wasmtime)
-    exec "$wasmtime" serve -Scli --addr "127.0.0.1:$APP_PORT" --env "DAPR_HTTP_PORT=$DAPR_HTTP_PORT" "$wasm"
+    # wasmtime has no Spin variables: the app runs composed with an adapter that reads them
+    # from the SPIN_VARIABLE_* environment, which is passed on by name (no value on the command line).
+    composed=$(scripts/wasmtime-adapter/compose.sh "$wasm")
+    variables=()
+    for name in $(compgen -e); do
+      case $name in SPIN_VARIABLE_*) variables+=(--env "$name") ;; esac
+    done
+    exec "$wasmtime" serve -Scli --addr "127.0.0.1:$APP_PORT" "${variables[@]}" "$composed"
     ;;
   smoke)
     valid_port APP_PORT || exit 2

@@ -1,7 +1,9 @@
-//! Settings from WASI environment variables (`environment` in spin.toml, `spin up --env`,
-//! `wasmtime serve --env`), with defaults that match a Dapr sidecar. No Spin-only interface:
-//! the same component runs under Spin 3.6 (SpinKube), Spin 4 and `wasmtime serve`.
+//! Settings from Spin variables, with defaults that match a Dapr sidecar. spin.toml declares
+//! each one; Spin reads it from `SPIN_VARIABLE_<NAME>` (`spin up`) or the SpinApp's `variables`
+//! (SpinKube, also from a Secret). `wasmtime serve` has no Spin variables: there the app runs
+//! composed with scripts/wasmtime-adapter, which answers from the same `SPIN_VARIABLE_*` env.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -20,13 +22,28 @@ pub const DEFAULT_BETWEEN_BYTES_TIMEOUT_MS: u64 = 5_000;
 /// Up to Spin's own default of 600 s.
 const TIMEOUTS_MS: RangeInclusive<u64> = 1..=600_000;
 
+/// Every setting, by its Spin variable name.
+pub const VARIABLES: [&str; 11] = [
+    "dapr_http_endpoint",
+    "dapr_http_port",
+    "dapr_api_token",
+    "app_api_token",
+    "statestore_name",
+    "pubsub_name",
+    "pubsub_topic",
+    "message_history_limit",
+    "dapr_connect_timeout_ms",
+    "dapr_first_byte_timeout_ms",
+    "dapr_between_bytes_timeout_ms",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Base URL of the Dapr sidecar's HTTP API, without a trailing slash.
     pub dapr_url: String,
-    /// Sent to Dapr as `dapr-api-token` when set (`DAPR_API_TOKEN`).
+    /// Sent to Dapr as `dapr-api-token` when set (`dapr_api_token`).
     pub dapr_api_token: Option<String>,
-    /// Required from Dapr on the subscription route when set (`APP_API_TOKEN`).
+    /// Required from Dapr on the subscription route when set (`app_api_token`).
     pub app_api_token: Option<String>,
     pub state_store: String,
     pub pubsub: String,
@@ -38,8 +55,22 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Config, ApiError> {
-        Config::from_lookup(|name| std::env::var(name).ok())
+    /// Reads every variable through `spin_sdk::variables::get`. An undefined one (under the
+    /// wasmtime adapter: no `SPIN_VARIABLE_<NAME>` set) means unset; any other failure is an
+    /// error, so that a token the provider could not read never leaves a route open.
+    pub fn from_spin_variables() -> Result<Config, ApiError> {
+        use spin_sdk::variables::{get, Error};
+        let mut values = HashMap::new();
+        for name in VARIABLES {
+            match get(name) {
+                Ok(value) => {
+                    values.insert(name, value);
+                }
+                Err(Error::Undefined(_)) => {}
+                Err(e) => return Err(config_error(format!("cannot read the Spin variable {name}: {e:?}"))),
+            }
+        }
+        Config::from_lookup(|name| values.get(name).cloned())
     }
 
     /// Reads the settings through `lookup`, so tests need not touch the process environment.
@@ -54,16 +85,16 @@ impl Config {
             }
         };
 
-        let dapr_url = match (get("DAPR_HTTP_ENDPOINT"), get("DAPR_HTTP_PORT")) {
+        let dapr_url = match (get("dapr_http_endpoint"), get("dapr_http_port")) {
             (Some(endpoint), _) => {
                 if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(config_error(format!("DAPR_HTTP_ENDPOINT must start with http:// or https://, got {endpoint:?}")));
+                    return Err(config_error(format!("dapr_http_endpoint must start with http:// or https://, got {endpoint:?}")));
                 }
                 endpoint.trim_end_matches('/').to_string()
             }
             (None, Some(port)) => match port.parse::<u16>() {
                 Ok(port) if port > 0 => format!("http://localhost:{port}"),
-                _ => return Err(config_error(format!("DAPR_HTTP_PORT must be a port number, got {port:?}"))),
+                _ => return Err(config_error(format!("dapr_http_port must be a port number, got {port:?}"))),
             },
             (None, None) => format!("http://localhost:{DEFAULT_DAPR_HTTP_PORT}"),
         };
@@ -82,19 +113,19 @@ impl Config {
         };
         let millis = |name: &str, default: u64| number(name, default, TIMEOUTS_MS).map(Duration::from_millis);
         let time_limits = TimeLimits {
-            connect: millis("DAPR_CONNECT_TIMEOUT_MS", DEFAULT_CONNECT_TIMEOUT_MS)?,
-            first_byte: millis("DAPR_FIRST_BYTE_TIMEOUT_MS", DEFAULT_FIRST_BYTE_TIMEOUT_MS)?,
-            between_bytes: millis("DAPR_BETWEEN_BYTES_TIMEOUT_MS", DEFAULT_BETWEEN_BYTES_TIMEOUT_MS)?,
+            connect: millis("dapr_connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS)?,
+            first_byte: millis("dapr_first_byte_timeout_ms", DEFAULT_FIRST_BYTE_TIMEOUT_MS)?,
+            between_bytes: millis("dapr_between_bytes_timeout_ms", DEFAULT_BETWEEN_BYTES_TIMEOUT_MS)?,
         };
 
         Ok(Config {
             dapr_url,
-            dapr_api_token: get("DAPR_API_TOKEN"),
-            app_api_token: get("APP_API_TOKEN"),
-            state_store: name_or("STATESTORE_NAME", "statestore")?,
-            pubsub: name_or("PUBSUB_NAME", "pubsub")?,
-            topic: name_or("PUBSUB_TOPIC", "message-updated")?,
-            history_limit: number("MESSAGE_HISTORY_LIMIT", DEFAULT_HISTORY_LIMIT, HISTORY_LIMITS)? as usize,
+            dapr_api_token: get("dapr_api_token"),
+            app_api_token: get("app_api_token"),
+            state_store: name_or("statestore_name", "statestore")?,
+            pubsub: name_or("pubsub_name", "pubsub")?,
+            topic: name_or("pubsub_topic", "message-updated")?,
+            history_limit: number("message_history_limit", DEFAULT_HISTORY_LIMIT, HISTORY_LIMITS)? as usize,
             time_limits,
         })
     }
@@ -126,19 +157,19 @@ mod tests {
     }
 
     #[test]
-    fn dapr_http_port_as_injected_by_dapr() {
-        assert_eq!(config(&[("DAPR_HTTP_PORT", "3601")]).unwrap().dapr_url, "http://localhost:3601");
+    fn dapr_http_port_moves_the_sidecar() {
+        assert_eq!(config(&[("dapr_http_port", "3601")]).unwrap().dapr_url, "http://localhost:3601");
     }
 
     #[test]
     fn endpoint_wins_over_port_and_loses_its_trailing_slash() {
-        let c = config(&[("DAPR_HTTP_ENDPOINT", "http://127.0.0.1:3999/"), ("DAPR_HTTP_PORT", "3601")]).unwrap();
+        let c = config(&[("dapr_http_endpoint", "http://127.0.0.1:3999/"), ("dapr_http_port", "3601")]).unwrap();
         assert_eq!(c.dapr_url, "http://127.0.0.1:3999");
     }
 
     #[test]
     fn time_limits_in_milliseconds() {
-        let c = config(&[("DAPR_CONNECT_TIMEOUT_MS", "250"), ("DAPR_FIRST_BYTE_TIMEOUT_MS", "1500"), ("DAPR_BETWEEN_BYTES_TIMEOUT_MS", "600000")]).unwrap();
+        let c = config(&[("dapr_connect_timeout_ms", "250"), ("dapr_first_byte_timeout_ms", "1500"), ("dapr_between_bytes_timeout_ms", "600000")]).unwrap();
         let ms = Duration::from_millis;
         assert_eq!(c.time_limits, TimeLimits { connect: ms(250), first_byte: ms(1_500), between_bytes: ms(600_000) });
     }
@@ -146,15 +177,15 @@ mod tests {
     #[test]
     fn bad_values_are_named_in_the_error() {
         for (name, value) in [
-            ("DAPR_HTTP_PORT", "abc"),
-            ("DAPR_HTTP_PORT", "0"),
-            ("DAPR_HTTP_ENDPOINT", "localhost:3500"),
-            ("MESSAGE_HISTORY_LIMIT", "0"),
-            ("MESSAGE_HISTORY_LIMIT", "many"),
-            ("STATESTORE_NAME", "state/store"),
-            ("DAPR_CONNECT_TIMEOUT_MS", "0"),
-            ("DAPR_FIRST_BYTE_TIMEOUT_MS", "2s"),
-            ("DAPR_BETWEEN_BYTES_TIMEOUT_MS", "600001"),
+            ("dapr_http_port", "abc"),
+            ("dapr_http_port", "0"),
+            ("dapr_http_endpoint", "localhost:3500"),
+            ("message_history_limit", "0"),
+            ("message_history_limit", "many"),
+            ("statestore_name", "state/store"),
+            ("dapr_connect_timeout_ms", "0"),
+            ("dapr_first_byte_timeout_ms", "2s"),
+            ("dapr_between_bytes_timeout_ms", "600001"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.status, 500);
@@ -163,7 +194,21 @@ mod tests {
     }
 
     #[test]
+    fn spin_toml_declares_every_variable_for_the_component() {
+        // Spin answers a component only the variables its manifest maps to it, and wants each
+        // application variable to have a default or be required; the tokens stay out of logs.
+        let manifest = include_str!("../spin.toml");
+        let lines: Vec<&str> = manifest.lines().map(str::trim).collect();
+        for name in VARIABLES {
+            let declared = lines.iter().find(|l| l.starts_with(&format!("{name} = {{ default = "))).unwrap_or_else(|| panic!("[variables] lacks {name}"));
+            assert_eq!(declared.contains("secret = true"), name.ends_with("_token"), "{declared}");
+            assert!(lines.contains(&format!("{name} = \"{{{{ {name} }}}}\"").as_str()), "[component.dapr-spin-hello.variables] lacks {name}");
+        }
+        assert!(lines.contains(&format!("dapr_http_port = {{ default = \"{DEFAULT_DAPR_HTTP_PORT}\" }}").as_str()), "spin.toml's port is the component's default");
+    }
+
+    #[test]
     fn blank_values_mean_unset() {
-        assert_eq!(config(&[("DAPR_API_TOKEN", " "), ("PUBSUB_NAME", "")]).unwrap(), config(&[]).unwrap());
+        assert_eq!(config(&[("dapr_api_token", " "), ("pubsub_name", "")]).unwrap(), config(&[]).unwrap());
     }
 }

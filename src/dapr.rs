@@ -175,9 +175,8 @@ impl<T: Transport> DaprClient<T> {
                 format!(
                     "the wasm host denied the call to the Dapr sidecar at {base}: it is not in the component's \
                      allowed_outbound_hosts (spin.toml). spin.toml allows localhost and 127.0.0.1 on the Spin variable \
-                     dapr_http_port (default 3500): to move the port, set SPIN_VARIABLE_DAPR_HTTP_PORT (or the SpinApp's \
-                     variables) and DAPR_HTTP_PORT (spin up --env) to the same value; for another host, add it to \
-                     allowed_outbound_hosts"
+                     dapr_http_port (default 3500; SPIN_VARIABLE_DAPR_HTTP_PORT or the SpinApp's variables move it): \
+                     a dapr_http_endpoint elsewhere must be added to allowed_outbound_hosts"
                 ),
             ),
             SendFailure::TimedOut(why) => {
@@ -340,7 +339,7 @@ mod tests {
         let dapr = Scripted::new().fail(SendFailure::Denied);
         let err = client(dapr, None).get_state("statestore", "ann").unwrap_err();
         assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        for says in ["denied", "http://localhost:3500", "allowed_outbound_hosts", "SPIN_VARIABLE_DAPR_HTTP_PORT", "DAPR_HTTP_PORT"] {
+        for says in ["denied", "http://localhost:3500", "allowed_outbound_hosts", "SPIN_VARIABLE_DAPR_HTTP_PORT", "dapr_http_endpoint"] {
             assert!(err.message.contains(says), "{err} should say {says}");
         }
         assert!(!err.message.contains("unreachable"), "{err}");
@@ -357,7 +356,7 @@ mod tests {
     #[test]
     fn every_call_carries_the_configured_time_limits() {
         let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "");
-        let config = Config::from_lookup(|name| (name == "DAPR_FIRST_BYTE_TIMEOUT_MS").then(|| "750".to_string())).unwrap();
+        let config = Config::from_lookup(|name| (name == "dapr_first_byte_timeout_ms").then(|| "750".to_string())).unwrap();
         let client = DaprClient::new(dapr.clone(), &config);
         client.get_state("statestore", "ann").unwrap();
         client.outbound_health().unwrap();

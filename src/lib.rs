@@ -9,7 +9,7 @@
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
 //! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.
 //! - `trace`: the W3C trace context passed on from each request to its Dapr calls.
-//! - `config`: settings from WASI environment variables, with defaults for a Dapr sidecar.
+//! - `config`: settings from Spin variables, with defaults for a Dapr sidecar.
 //! - `error`: the one JSON error type every failure becomes.
 
 pub mod config;
@@ -29,5 +29,5 @@ pub mod transport;
 #[cfg(target_arch = "wasm32")]
 #[spin_sdk::http_component]
 fn handle(request: spin_sdk::http::Request) -> spin_sdk::http::Response {
-    routes::router(transport::WasiHttp, config::Config::from_env).handle(request)
+    routes::router(transport::WasiHttp, config::Config::from_spin_variables).handle(request)
 }

@@ -210,7 +210,7 @@ fn dapr_subscribe<T: Transport>(app: &App<T>) -> Result<Response, ApiError> {
     ))
 }
 
-/// With `APP_API_TOKEN` set, only Dapr (which sends it as `dapr-api-token`) may deliver.
+/// With the Spin variable `app_api_token` set, only Dapr (which sends it as `dapr-api-token`) may deliver.
 fn check_app_token<T: Transport>(app: &App<T>, request: &Request) -> Result<(), ApiError> {
     match &app.config.app_api_token {
         Some(token) if header(request, "dapr-api-token") != Some(token.as_str()) => {
@@ -534,11 +534,11 @@ mod tests {
 
     #[test]
     fn a_bad_setting_is_a_clear_500_but_liveness_holds() {
-        let broken = || Config::from_lookup(|name| (name == "MESSAGE_HISTORY_LIMIT").then(|| "lots".to_string()));
+        let broken = || Config::from_lookup(|name| (name == "message_history_limit").then(|| "lots".to_string()));
         let request = || Request::builder().method(Method::Get).uri("/readyz").build();
         let response = router(Scripted::new(), broken).handle(request());
         assert_eq!(*response.status(), 500);
-        assert!(String::from_utf8_lossy(response.body()).contains("MESSAGE_HISTORY_LIMIT"));
+        assert!(String::from_utf8_lossy(response.body()).contains("message_history_limit"));
         let live = router(Scripted::new(), broken).handle(Request::builder().method(Method::Get).uri("/healthz").build());
         assert_eq!(*live.status(), 200);
     }

@@ -41,7 +41,7 @@ fn assert_bounded(app: &Component, method: &str, path: &str, status: u16, says: 
 #[test]
 fn a_sidecar_that_accepts_and_never_answers_is_504_within_the_first_byte_limit() {
     let limit = Duration::from_millis(1500);
-    let app = Component::start(&[("DAPR_HTTP_ENDPOINT", &stalled_sidecar("")), ("DAPR_FIRST_BYTE_TIMEOUT_MS", "1500")]);
+    let app = Component::start(&[("SPIN_VARIABLE_DAPR_HTTP_ENDPOINT", &stalled_sidecar("")), ("SPIN_VARIABLE_DAPR_FIRST_BYTE_TIMEOUT_MS", "1500")]);
     assert_bounded(&app, "POST", "/messages?user_id=ann&message=hi", 504, "did not answer in time", limit);
     assert_bounded(&app, "GET", "/messages/ann", 504, "did not answer in time", limit);
     assert_bounded(&app, "GET", "/readyz", 503, "did not answer in time", limit);
@@ -53,9 +53,9 @@ fn a_sidecar_that_stops_in_the_middle_of_its_answer_is_504_within_the_between_by
     let limit = Duration::from_millis(1500);
     let half_an_answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"next_id\":";
     let app = Component::start(&[
-        ("DAPR_HTTP_ENDPOINT", &stalled_sidecar(half_an_answer)),
-        ("DAPR_BETWEEN_BYTES_TIMEOUT_MS", "1500"),
-        ("DAPR_FIRST_BYTE_TIMEOUT_MS", "10000"),
+        ("SPIN_VARIABLE_DAPR_HTTP_ENDPOINT", &stalled_sidecar(half_an_answer)),
+        ("SPIN_VARIABLE_DAPR_BETWEEN_BYTES_TIMEOUT_MS", "1500"),
+        ("SPIN_VARIABLE_DAPR_FIRST_BYTE_TIMEOUT_MS", "10000"),
     ]);
     assert_bounded(&app, "GET", "/messages/ann", 504, "did not answer in time", limit);
 }

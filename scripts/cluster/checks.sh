@@ -178,7 +178,7 @@ shim_wiring() {
 
 # spin-operator's webhooks have failurePolicy Fail: a SpinApp applies only once they answer.
 # A server-side dry run of the app's own SpinApp goes through them (and the executor check).
-spin_operator_webhook() { k apply --dry-run=server -f "$repo/kubernetes/spinapp.yaml" >/dev/null && echo "accepts kubernetes/spinapp.yaml (server-side dry run)"; }
+spin_operator_webhook() { k apply --dry-run=server -f "$repo/kubernetes/base/spinapp.yaml" >/dev/null && echo "accepts kubernetes/base/spinapp.yaml (server-side dry run)"; }
 
 # Dapr's injector webhook has failurePolicy Ignore: while it has no ready endpoint, new pods
 # start without daprd. Ready endpoint = it injects. (The simulated cluster's injector is a

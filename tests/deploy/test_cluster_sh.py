@@ -124,7 +124,7 @@ def dapr_and_ready_steps(ctx):
     return [
         rf"^helm --kube-context {ctx} upgrade --install dapr dapr --repo https://dapr.github.io/helm-charts/ --version {re.escape(v['DAPR'])} --namespace dapr-system .*--set dapr_operator.watchInterval=10s .*--wait",
         rf"^helm --kube-context {ctx} upgrade --install dapr-dashboard dapr-dashboard .*--version {v['DAPR_DASHBOARD_CHART_VERSION']} .*--namespace dapr-system",
-        rf"^kubectl --context {ctx} apply --dry-run=server -f {REPO}/kubernetes/spinapp.yaml$",
+        rf"^kubectl --context {ctx} apply --dry-run=server -f {REPO}/kubernetes/base/spinapp.yaml$",
         rf"^kubectl --context {ctx} get endpointslices --namespace dapr-system -l kubernetes.io/service-name=dapr-sidecar-injector ",
     ]
 
@@ -427,7 +427,7 @@ def test_doctor_passes_after_up(cluster_sh, flag):
     _, _, state = cluster_sh("up", flag, state=laptop())
     p, log, _ = cluster_sh("doctor", flag, state=state)
     assert p.returncode == 0, p.stdout + p.stderr
-    for line in [r"spin-operator +accepts kubernetes/spinapp.yaml", r"Dapr injector +ready endpoint",
+    for line in [r"spin-operator +accepts kubernetes/base/spinapp.yaml", r"Dapr injector +ready endpoint",
                  r"Spin executor +containerd-shim-spin → RuntimeClass wasmtime-spin-v2 → handler spin",
                  r"tilt +tilt stand-in 9.9", r"wasm32-wasip2 +installed", r"app pod +none yet"]:
         assert re.search(rf"^  {line}", p.stdout, re.M), p.stdout

@@ -4,9 +4,10 @@ already answering on the Redis port), Tilt and Spin on PATH, an empty tools cach
 moved off the defaults) against that Redis without restarting or flushing it.
 
 Every tool is the real one except Spin, which no package registry ships: `spin` here is a
-stand-in script that runs the same .wasm under `wasmtime serve` (the real Spin, unlike
-wasmtime, also enforces spin.toml's allowed_outbound_hosts, which the stand-in only mimics by
-checking the variable that sets it)."""
+stand-in script that runs the same .wasm under `wasmtime serve`, composed with the Spin
+variables adapter (scripts/wasmtime-adapter) and given the SPIN_VARIABLE_* environment as Spin
+reads it (the real Spin also enforces spin.toml's allowed_outbound_hosts, which the stand-in
+only mimics by requiring the variable that sets it)."""
 
 import os
 import re
@@ -30,7 +31,8 @@ TOPIC = "message-updated"
 SOURCE_BUILD = re.compile(r"^tools: \S+ +\S+ +(building|built) ", re.M)
 
 SPIN_STAND_IN = """#!/usr/bin/env bash
-# A stand-in for Spin (not installable here): `spin up` serves the same .wasm with wasmtime.
+# A stand-in for Spin (not installable here): `spin up` serves the same .wasm with wasmtime,
+# its Spin variables answered from SPIN_VARIABLE_* by the adapter, as Spin's env provider does.
 set -euo pipefail
 case ${{1:-}} in
   --version) echo "spin 3.6.3 (stand-in: wasmtime serve)" ;;
@@ -40,15 +42,17 @@ case ${{1:-}} in
     while [ $# -gt 0 ]; do
       case $1 in
         --listen) args+=(--addr "$2") ;;
-        --env) args+=(--env "$2"); env_dapr_port=${{2#DAPR_HTTP_PORT=}} ;;
         *) echo "spin stand-in: unexpected argument $1" >&2; exit 2 ;;
       esac
       shift 2
     done
     # Spin lets the component reach only the sidecar port that spin.toml's variable names.
-    [ "${{SPIN_VARIABLE_DAPR_HTTP_PORT:-}}" = "${{env_dapr_port:-}}" ] || {{
-      echo "spin stand-in: SPIN_VARIABLE_DAPR_HTTP_PORT='${{SPIN_VARIABLE_DAPR_HTTP_PORT:-}}' but DAPR_HTTP_PORT='${{env_dapr_port:-}}'" >&2; exit 1; }}
-    exec {wasmtime} serve -Scli "${{args[@]}}" {wasm}
+    [ -n "${{SPIN_VARIABLE_DAPR_HTTP_PORT:-}}" ] || {{ echo "spin stand-in: SPIN_VARIABLE_DAPR_HTTP_PORT is not set" >&2; exit 1; }}
+    for name in $(compgen -e); do
+      case $name in SPIN_VARIABLE_*) args+=(--env "$name") ;; esac
+    done
+    composed=$(PATH={wasm_tools_dir}:$PATH {repo}/scripts/wasmtime-adapter/compose.sh {wasm})
+    exec {wasmtime} serve -Scli "${{args[@]}}" "$composed"
     ;;
   *) echo "spin stand-in: only --version and up" >&2; exit 2 ;;
 esac
@@ -76,7 +80,7 @@ def redis_info(port):
 def laptop(tmp_path):
     """The environment of a learner's shell: HOME with ~/.dapr/bin/daprd, PATH with tilt and
     spin (and cargo, the system's tools), free ports for everything, an empty tools cache."""
-    for tool in ("tilt", "wasmtime", "redis-server", "redis-cli", "cargo"):
+    for tool in ("tilt", "wasmtime", "wasm-tools", "redis-server", "redis-cli", "cargo"):
         assert shutil.which(tool), f'{tool} is not on PATH: run scripts/tools.sh all, then eval "$(scripts/tools.sh env)"'
     assert os.environ.get("DAPRD"), 'DAPRD is not set: eval "$(scripts/tools.sh env)"'
     home = tmp_path / "home"
@@ -86,7 +90,8 @@ def laptop(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "tilt").symlink_to(shutil.which("tilt"))
     spin = bin_dir / "spin"
-    spin.write_text(SPIN_STAND_IN.format(wasmtime=shutil.which("wasmtime"), wasm=spin_sources()[0]))
+    spin.write_text(SPIN_STAND_IN.format(wasmtime=shutil.which("wasmtime"), wasm=spin_sources()[0], repo=REPO,
+                                         wasm_tools_dir=os.path.dirname(shutil.which("wasm-tools"))))
     spin.chmod(0o755)
     cargo_bin = os.path.dirname(shutil.which("cargo"))
     env = {

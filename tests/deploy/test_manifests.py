@@ -1,4 +1,4 @@
-"""(b) Every document under kubernetes/ validates: custom resources against the upstream CRD
+"""(b) Every document in kubernetes/base/ (the dev loop's manifests) validates: custom resources against the upstream CRD
 schemas (spin-operator's and Dapr's, at the pinned versions, from the Go module proxy), core
 kinds against Kubernetes' own schemas. Then the wiring between them: Dapr annotations on the
 pods, components on the Redis Service."""
@@ -68,8 +68,12 @@ def strict(schema):
 
 
 def documents():
+    """The dev-loop manifests, as Tilt applies them: kubernetes/base/*.yaml but kustomize's own
+    file (the production overlay is checked rendered, test_production.py)."""
     docs = []
-    for path in sorted((REPO / "kubernetes").rglob("*.y*ml")):
+    for path in sorted((REPO / "kubernetes/base").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is not None:
                 docs.append((path.relative_to(REPO), doc))

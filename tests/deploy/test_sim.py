@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy_helpers import REPO, pinned_versions
+from deploy_helpers import REPO, pinned_versions, spin_operator_source
 from sim_cluster import APP, APP_SELECTOR, CONTEXT, SimCluster, TiltUp, app_image, copy_repo, save_to_rollout
 
 DAPR_ARGS = {"--app-id": APP, "--app-port": "80", "--config": APP, "--dapr-graceful-shutdown-seconds": "1",
@@ -120,15 +120,15 @@ def test_up_leaves_the_sim_context_current(sim):
 
 
 def test_manifests_pass_real_admission_and_webhooks(sim):
-    p = sim.kubectl("apply", "--dry-run=server", "-f", str(REPO / "kubernetes/spinapp.yaml"),
-                    "-f", str(REPO / "kubernetes/dapr-components.yaml"), "-f", str(REPO / "kubernetes/redis.yaml"))
+    p = sim.kubectl("apply", "--dry-run=server", "-f", str(REPO / "kubernetes/base/spinapp.yaml"),
+                    "-f", str(REPO / "kubernetes/base/dapr-components.yaml"), "-f", str(REPO / "kubernetes/base/redis.yaml"))
     assert "spinapp.core.spinkube.dev/dapr-spin-hello created (server dry run)" in p.stdout, p.stdout
 
 
 def test_operator_webhook_refuses_an_unknown_executor(sim):
     # The same SpinApp with an executor that does not exist: spin-operator's validating webhook
     # (failurePolicy Fail) refuses it, so the dry run above went through a live webhook.
-    spinapp = yaml.safe_load((REPO / "kubernetes/spinapp.yaml").read_text())
+    spinapp = yaml.safe_load((REPO / "kubernetes/base/spinapp.yaml").read_text())
     spinapp["spec"]["executor"] = "no-such-executor"
     p = sim.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(spinapp), check=False)
     assert p.returncode != 0
@@ -167,7 +167,7 @@ def test_daprd_is_injected_with_the_annotations_settings(deployed):
 
 
 def test_pod_has_our_probes_resources_and_shutdown(deployed):
-    spinapp = yaml.safe_load((REPO / "kubernetes/spinapp.yaml").read_text())["spec"]
+    spinapp = yaml.safe_load((REPO / "kubernetes/base/spinapp.yaml").read_text())["spec"]
     app = containers(app_pod(deployed))[APP]
     assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert app["readinessProbe"]["periodSeconds"] == spinapp["checks"]["readiness"]["periodSeconds"]
@@ -198,6 +198,40 @@ def test_a_spinapp_from_elsewhere_gets_daprd(deployed):
         assert pods[0]["spec"]["runtimeClassName"] == "wasmtime-spin-v2"
     finally:
         deployed.kubectl("delete", "spinapp", "hello-elsewhere", "--wait=false", check=False)
+
+
+def test_production_overlay_takes_the_tokens_from_the_secret(sim):
+    # kubernetes/production on the real API server and webhooks, in a namespace of its own (with
+    # the shim executor there too: spin-operator looks for it beside the SpinApp), after the one
+    # Secret it names. The server-side dry run accepts the overlay; applied, each of its pods
+    # takes the token from that Secret: the app's container as its Spin variables
+    # (spin-operator's SPIN_VARIABLE_*), daprd as DAPR_API_TOKEN and APP_API_TOKEN (Dapr's
+    # injector, from the annotations).
+    namespace, secret = "production", "dapr-spin-hello-api-token"
+    kubectl = lambda *args, **kw: sim.kubectl("--namespace", namespace, *args, **kw)
+    sim.kubectl("create", "namespace", namespace)
+    try:
+        kubectl("apply", "-f", str(spin_operator_source() / "config/samples/spin-shim-executor.yaml"))
+        kubectl("create", "secret", "generic", secret, "--from-literal=token=t0k3n")
+        overlay = str(REPO / "kubernetes/production")
+        p = kubectl("apply", "--dry-run=server", "-k", overlay)
+        assert "spinapp.core.spinkube.dev/dapr-spin-hello created (server dry run)" in p.stdout, p.stdout
+        kubectl("apply", "-k", overlay)
+
+        def ready_pods():
+            pods = json.loads(kubectl("get", "pods", "-l", APP_SELECTOR, "-o", "json").stdout)["items"]
+            return [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                           for c in p.get("status", {}).get("conditions", []))]
+        pods = sim.wait("the overlay's two Ready pods", lambda: len(ready := ready_pods()) == 2 and ready)
+        from_secret = {"secretKeyRef": {"name": secret, "key": "token"}}
+        for pod in pods:
+            env = {c: {e["name"]: e.get("valueFrom") for e in container.get("env", [])} for c, container in containers(pod).items()}
+            assert env[APP]["SPIN_VARIABLE_DAPR_API_TOKEN"] == from_secret, env[APP]
+            assert env[APP]["SPIN_VARIABLE_APP_API_TOKEN"] == from_secret, env[APP]
+            assert env["daprd"]["DAPR_API_TOKEN"] == from_secret, env["daprd"]
+            assert env["daprd"]["APP_API_TOKEN"] == from_secret, env["daprd"]
+    finally:
+        sim.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def test_a_save_rolls_a_new_replica_set(deployed, tmp_path):

@@ -1,7 +1,9 @@
 //! The real stack for the end-to-end tests: redis-server, daprd and `wasmtime serve`
 //! hosting the built component, each on free loopback ports, stopped when the `Stack`
 //! is dropped (also when a test fails). The binaries come from PATH; `scripts/test.sh`
-//! puts the cached ones there (`eval "$(scripts/tools.sh env)"`).
+//! puts the cached ones there (`eval "$(scripts/tools.sh env)"`). wasmtime runs the
+//! component composed with scripts/wasmtime-adapter, which gives it its Spin variables
+//! from `SPIN_VARIABLE_*` env, as Spin would.
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
@@ -11,6 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const APP_ID: &str = "dapr-spin-hello";
@@ -30,7 +33,22 @@ pub fn wasm_path() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+/// The component as `wasmtime serve` runs it: composed with the Spin variables adapter
+/// (scripts/wasmtime-adapter/compose.sh, once per test binary). `wasm_path()` is unchanged.
+pub fn wasmtime_component() -> &'static Path {
+    static COMPOSED: OnceLock<PathBuf> = OnceLock::new();
+    COMPOSED.get_or_init(|| {
+        let output = Command::new(repo().join("scripts/wasmtime-adapter/compose.sh"))
+            .arg(wasm_path())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cannot run scripts/wasmtime-adapter/compose.sh");
+        assert!(output.status.success(), "scripts/wasmtime-adapter/compose.sh failed ({})", output.status);
+        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    })
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -43,10 +61,15 @@ struct Process {
 
 impl Process {
     fn start(name: &'static str, dir: &Path, program: &str, args: &[String]) -> Process {
+        Process::start_with_env(name, dir, program, args, &[])
+    }
+
+    fn start_with_env(name: &'static str, dir: &Path, program: &str, args: &[String], env: &[(String, String)]) -> Process {
         let log = dir.join(format!("{name}.log"));
         let out = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -77,6 +100,7 @@ pub struct Stack {
     pub dapr_http_port: u16,
     pub app_port: u16,
     dapr_args: Vec<String>,
+    dapr_env: Vec<(String, String)>,
     redis: Process,
     pubsub_redis: Option<Process>,
     daprd: Option<Process>,
@@ -103,7 +127,10 @@ impl Replica {
 /// How a test wants its stack, beyond the defaults.
 #[derive(Default)]
 pub struct Options<'a> {
+    /// The component's environment: its Spin variables as `SPIN_VARIABLE_<NAME>`.
     pub app_env: &'a [(&'a str, &'a str)],
+    /// daprd's environment, e.g. its tokens (`DAPR_API_TOKEN`, `APP_API_TOKEN`).
+    pub dapr_env: &'a [(&'a str, &'a str)],
     /// The pub/sub components on a Redis of their own, which keeps its streams on disk (as
     /// a broker does), so that a test can stop it and start it again without losing events.
     pub own_pubsub_redis: bool,
@@ -151,8 +178,9 @@ impl Stack {
             fs::write(dir.join("tracing.yaml"), config).unwrap();
             dapr_args.extend(["--config".into(), dir.join("tracing.yaml").display().to_string()]);
         }
+        let dapr_env = options.dapr_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut stack = Stack {
-            dir, redis_port, pubsub_redis_port, dapr_http_port, app_port, dapr_args, redis, pubsub_redis, daprd: None, host, replica: None,
+            dir, redis_port, pubsub_redis_port, dapr_http_port, app_port, dapr_args, dapr_env, redis, pubsub_redis, daprd: None, host, replica: None,
         };
         stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
         stack.start_daprd();
@@ -166,7 +194,7 @@ impl Stack {
         let (app_port, dapr_http_port) = (free_port(), free_port());
         let host = start_host("wasmtime-replica", &self.dir, app_port, dapr_http_port, &[]);
         self.wait_for("the replica (GET /healthz)", Duration::from_secs(60), |_| request(app_port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200));
-        let daprd = Process::start("daprd-replica", &self.dir, "daprd", &dapr_args(&self.dir, app_port, dapr_http_port));
+        let daprd = Process::start_with_env("daprd-replica", &self.dir, "daprd", &dapr_args(&self.dir, app_port, dapr_http_port), &self.dapr_env);
         self.replica = Some(Replica { app_port, dapr_http_port, host, daprd });
         self.wait_for("the replica to be ready (GET /readyz)", Duration::from_secs(60), |_| request(app_port, "GET", "/readyz", &[], "").is_ok_and(|r| r.status == 200));
         self.replica.as_ref().unwrap()
@@ -188,7 +216,7 @@ impl Stack {
 
     pub fn start_daprd(&mut self) {
         assert!(self.daprd.is_none(), "daprd is already running");
-        self.daprd = Some(Process::start("daprd", &self.dir, "daprd", &self.dapr_args));
+        self.daprd = Some(Process::start_with_env("daprd", &self.dir, "daprd", &self.dapr_args, &self.dapr_env));
         let port = self.dapr_http_port;
         self.wait_for("daprd (GET /v1.0/healthz)", Duration::from_secs(60), |_| {
             request(port, "GET", "/v1.0/healthz", &[], "").is_ok_and(|r| r.status == 204)
@@ -289,24 +317,27 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-/// The component under `wasmtime serve`, talking to the daprd on `dapr_http_port`.
+/// The component under `wasmtime serve`, talking to the daprd on `dapr_http_port`: the one
+/// variable a user sets to move the sidecar (tests/variables.rs).
 fn start_host(name: &'static str, dir: &Path, app_port: u16, dapr_http_port: u16, app_env: &[(&str, &str)]) -> Process {
-    let endpoint = format!("http://127.0.0.1:{dapr_http_port}");
-    start_component(name, dir, app_port, &[&[("DAPR_HTTP_ENDPOINT", endpoint.as_str())], app_env].concat())
+    let port = dapr_http_port.to_string();
+    start_component(name, dir, app_port, &[&[("SPIN_VARIABLE_DAPR_HTTP_PORT", port.as_str())], app_env].concat())
 }
 
-/// The built component under `wasmtime serve` on `port`, with `env` as its WASI environment.
+/// The composed component under `wasmtime serve` on `port`, with `env` as its WASI environment.
+/// The component reads nothing but Spin variables, so every name is a `SPIN_VARIABLE_*`.
 fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
     let mut args = vec!["serve".to_string(), "-Scli".to_string(), "--addr".to_string(), format!("127.0.0.1:{port}")];
     for (name, value) in env {
+        assert!(name.starts_with("SPIN_VARIABLE_"), "{name}: the component's settings are Spin variables, SPIN_VARIABLE_<NAME> (README, Configuration)");
         args.extend(["--env".to_string(), format!("{name}={value}")]);
     }
-    args.push(wasm_path().display().to_string());
+    args.push(wasmtime_component().display().to_string());
     Process::start(name, dir, "wasmtime", &args)
 }
 
 /// The component alone under `wasmtime serve`, for tests that put their own server where
-/// the sidecar would be (`DAPR_HTTP_ENDPOINT` in `env`).
+/// the sidecar would be (`SPIN_VARIABLE_DAPR_HTTP_ENDPOINT` in `env`).
 pub struct Component {
     pub port: u16,
     dir: PathBuf,
@@ -381,7 +412,7 @@ fn host_prefix_stripped(line: &str) -> Option<&str> {
 }
 
 fn start_redis(dir: &Path, port: u16) -> Process {
-    // In memory only, like the course's dev Redis (and kubernetes/redis.yaml): a restart empties it.
+    // In memory only, like the course's dev Redis (and kubernetes/base/redis.yaml): a restart empties it.
     launch_redis("redis", dir, port, &["--save", "", "--appendonly", "no", "--dir", &dir.display().to_string()])
 }
 
