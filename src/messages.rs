@@ -202,7 +202,8 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Formats time since the Unix epoch as RFC 3339 in UTC with milliseconds
-/// (days-to-civil after Howard Hinnant's algorithm; no date crate needed).
+/// (days-to-civil after Howard Hinnant's algorithm). chrono, which spin-sdk compiles in,
+/// would do it in two lines but adds 7.4 KB to the .wasm (measured, issue 19).
 pub fn rfc3339_utc(since_epoch: Duration) -> String {
     let secs = since_epoch.as_secs();
     let days = (secs / 86_400) as i64;
