@@ -14,8 +14,10 @@ use crate::transport::Transport;
 
 /// How often an append re-reads and retries after losing a race for the same user.
 pub const MAX_SAVE_ATTEMPTS: u32 = 20;
-/// How often settling re-reads after a write that fenced nothing off (someone else wrote).
-const SETTLE_READS: u32 = 3;
+/// How often settling reads the history, after a write that fenced nothing off (someone
+/// else wrote) or a read that failed (the sidecar or Redis coming back), `SETTLE_PAUSE` apart.
+const SETTLE_ROUNDS: u32 = 4;
+const SETTLE_PAUSE: Duration = Duration::from_millis(500);
 
 /// What became of a transaction whose answer did not say.
 #[derive(Debug, PartialEq)]
@@ -96,20 +98,32 @@ impl<T: Transport> Messages<'_, T> {
     /// store): write the history back unchanged under that ETag, which moves it on, so that
     /// the transaction can never run; if that write loses, something else landed: read again.
     fn settle(&self, user_id: &str, stored: &StoredMessage, write_id: &str, etag: &str) -> Result<Settled, ApiError> {
-        for _ in 0..SETTLE_READS {
-            let (history, now) = self.history(user_id)?.ok_or_else(|| unsettled(user_id, "its history is gone"))?;
+        let mut failure = unsettled(user_id, "other writes kept landing");
+        for round in 0..SETTLE_ROUNDS {
+            if round > 0 {
+                std::thread::sleep(SETTLE_PAUSE);
+            }
+            let (history, now) = match self.history(user_id) {
+                Ok(Some(read)) => read,
+                Ok(None) => return Err(unsettled(user_id, "its history is gone")),
+                Err(e) => {
+                    failure = e;
+                    continue;
+                }
+            };
             match history.stored_by(stored.id, &stored.message, write_id) {
                 Stored::Yes => return Ok(Settled::Stored),
                 Stored::Forgotten => return Err(unsettled(user_id, "the history limit dropped its message id since")),
                 Stored::No if now.as_deref() != Some(etag) => return Ok(Settled::Lost),
                 Stored::No => {}
             }
-            match self.dapr.save_state(&self.config.state_store, user_id, &history, Precondition::ETag(etag), None)? {
-                SaveOutcome::Saved => return Ok(Settled::FencedOff),
-                _ => continue,
+            match self.dapr.save_state(&self.config.state_store, user_id, &history, Precondition::ETag(etag), None) {
+                Ok(SaveOutcome::Saved) => return Ok(Settled::FencedOff),
+                Ok(_) => {}
+                Err(e) => failure = e,
             }
         }
-        Err(unsettled(user_id, "other writes kept landing"))
+        Err(failure)
     }
 
     /// Creates an empty history, unless one exists (then another writer just created it).
@@ -304,6 +318,12 @@ mod tests {
     }
 
     #[test]
+    fn settling_reads_again_while_the_sidecar_comes_back() {
+        let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).fail(SendFailure::Broken("reset".into())).refuse().answer_last_written("2");
+        assert_eq!(store(&dapr, "two").unwrap().id, 2);
+    }
+
+    #[test]
     fn a_read_time_out_after_the_transaction_ran_is_stored_once() {
         let timed_out = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"read tcp 127.0.0.1:1->127.0.0.1:6379: i/o timeout"}"#;
         let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).answer(500, &[], timed_out).answer_last_written("2");
@@ -349,8 +369,10 @@ mod tests {
     fn a_transaction_whose_outcome_cannot_be_read_may_have_stored() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
-            .fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()))
             .fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
+        for _ in 0..SETTLE_ROUNDS {
+            dapr.refuse();
+        }
         let err = store(&dapr, "m").unwrap_err();
         assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
         assert!(err.message.ends_with("the message may have been stored: read the history before you retry"), "{err}");
