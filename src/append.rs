@@ -135,7 +135,7 @@ impl<T: Transport> Messages<'_, T> {
     fn mark_unstored(&self, user_id: &str, stored: &StoredMessage, write_id: &str) -> Result<(), ApiError> {
         let mark = serde_json::json!({ "user_id": user_id, "id": stored.id });
         let key = unstored_key(write_id);
-        self.dapr.save_state(&self.config.state_store, &key, &mark, Precondition::None, Some(RECORD_TTL_SECONDS)).map(|_| ())
+        self.dapr.save_state(&self.config.state_store, &key, &mark, Precondition::Missing, Some(RECORD_TTL_SECONDS)).map(|_| ())
     }
 }
 

@@ -73,8 +73,7 @@ impl<T: Transport> Messages<'_, T> {
             return Ok(Verdict::Act { delivery: mine.delivery, replaces: mine.replaces });
         }
         let entry = self.dapr.get_state(store, &key)?.ok_or_else(|| busy(event, "its claim was just released"))?;
-        let held: Claim = serde_json::from_value(entry.value)
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("the state store holds a claim {key:?} that is not one: {e}")))?;
+        let held = parse_claim(&key, entry.value)?;
         if held.done {
             return Ok(Verdict::Duplicate { delivery: held.delivery });
         }
@@ -91,18 +90,23 @@ impl<T: Transport> Messages<'_, T> {
         }
     }
 
-    /// Marks the event's claim done by `delivery`, after the action: later deliveries are duplicates.
-    pub fn complete(&self, event: &MessageEvent, delivery: &str, replaces: &[String]) -> Result<(), ApiError> {
-        let done = Claim {
-            user_id: event.user_id.clone(),
-            id: event.id,
-            delivery: delivery.to_string(),
-            since_ms: now_ms(),
-            done: true,
-            replaces: replaces.to_vec(),
-        };
+    /// Marks the event's claim done by `delivery`, after the action: later deliveries are
+    /// duplicates. Under the claim's ETag: on state.redis a key created with first-write
+    /// refuses every later write without one (measured, daprd 1.18.1). A claim another
+    /// delivery has taken over meanwhile is theirs to mark.
+    pub fn complete(&self, event: &MessageEvent, delivery: &str) -> Result<(), ApiError> {
+        let store = &self.config.state_store;
         let key = claim_key(&event.write_id);
-        self.dapr.save_state(&self.config.state_store, &key, &done, Precondition::None, Some(RECORD_TTL_SECONDS)).map(|_| ())
+        let entry = self.dapr.get_state(store, &key)?.ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, format!("the claim {key:?} is gone")))?;
+        let held = parse_claim(&key, entry.value)?;
+        let etag = entry.etag.ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, format!("the claim {key:?} has no ETag")))?;
+        if held.delivery != delivery {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("delivery {} took the claim {key:?} over meanwhile", held.delivery)));
+        }
+        match self.dapr.save_state(store, &key, &Claim { done: true, ..held }, Precondition::ETag(&etag), Some(RECORD_TTL_SECONDS))? {
+            SaveOutcome::Saved => Ok(()),
+            _ => Err(ApiError::new(StatusCode::CONFLICT, format!("another delivery took the claim {key:?} over meanwhile"))),
+        }
     }
 
     /// Why the event is a phantom, if it is: its write is not the one the history kept for its
@@ -117,6 +121,11 @@ impl<T: Transport> Messages<'_, T> {
         };
         Ok(phantom.then(|| format!("user {:?} has no message {} stored by write {}", event.user_id, event.id, event.write_id)))
     }
+}
+
+fn parse_claim(key: &str, value: serde_json::Value) -> Result<Claim, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("the state store holds a claim {key:?} that is not one: {e}")))
 }
 
 /// The key that claims an event. User ids cannot contain '/', so no history has this key.
@@ -246,14 +255,25 @@ mod tests {
         assert_eq!(claim["metadata"]["ttlInSeconds"], RECORD_TTL_SECONDS.to_string());
     }
 
-    #[test]
-    fn completing_marks_the_claim_done_by_the_delivery() {
-        let dapr = Scripted::new().answer(204, &[], "");
+    fn complete(dapr: &std::rc::Rc<Scripted>, delivery: &str) -> Result<(), ApiError> {
         let client = DaprClient::new(dapr.clone(), &config());
-        Messages { dapr: &client, config: &config() }.complete(&event(2, "two", "w2"), "d1", &["d0".to_string()]).unwrap();
-        let done = &dapr.json_sent(0)[0];
-        assert_eq!(done["key"], "handled/w2");
+        Messages { dapr: &client, config: &config() }.complete(&event(1, "one", "w1"), delivery)
+    }
+
+    #[test]
+    fn completing_marks_the_claim_done_under_its_etag() {
+        let dapr = Scripted::new().answer(200, &[("etag", "4")], &claim("d1", 1, false)).answer(204, &[], "");
+        complete(&dapr, "d1").unwrap();
+        let done = &dapr.json_sent(1)[0];
+        assert_eq!((done["key"].clone(), done["etag"].clone()), (json!("handled/w1"), json!("4")));
         assert_eq!((done["value"]["delivery"].clone(), done["value"]["done"].clone(), done["value"]["replaces"].clone()), (json!("d1"), json!(true), json!(["d0"])));
+    }
+
+    #[test]
+    fn a_claim_taken_over_meanwhile_is_not_marked() {
+        let dapr = Scripted::new().answer(200, &[("etag", "4")], &claim("d2", 1, false));
+        assert_eq!(complete(&dapr, "d1").unwrap_err().status, StatusCode::CONFLICT);
+        assert_eq!(dapr.calls().len(), 1);
     }
 
     #[test]

@@ -276,6 +276,25 @@ fn the_history_limit_neither_loses_events_nor_lets_phantoms_through() {
     ));
 }
 
+/// The course's state store (and `dapr init`'s) has no outbox settings. Measured with daprd
+/// 1.18.1: the transaction then fails (500 ERR_STATE_TRANSACTION: state.redis runs the
+/// projection as a RedisJSON command that Redis lacks), yet the history write has landed.
+/// The POST must say what is missing, store one copy, and not retry.
+#[test]
+fn a_state_store_without_the_outbox_gets_a_clear_500_and_one_copy() {
+    let stack = Stack::start_with(Options { statestore_without_outbox: true, ..Options::default() });
+    let started = Instant::now();
+    let reply = post(stack.app_port, "course", "hello");
+    let took = started.elapsed();
+    assert_eq!(reply.status, 500, "{reply:?}");
+    let error = reply.json()["error"].as_str().unwrap().to_string();
+    for says in ["outboxPublishPubsub", "outboxPublishTopic", "no outbox"] {
+        assert!(error.contains(says), "{error} should say {says}");
+    }
+    assert_eq!(stored(&stack, "course"), BTreeSet::from([(1, "hello".to_string())]), "one copy, not one per attempt");
+    report("no outbox", format!("POST answered 500 in {:.0} ms: {error}", took.as_secs_f64() * 1000.0));
+}
+
 /// A phantom made on purpose: the transaction the component sends, with a stale ETag, sent
 /// straight to Dapr. Nothing is stored, Dapr still publishes the event, the subscriber
 /// ignores it.

@@ -116,6 +116,9 @@ pub struct Options<'a> {
     /// The Redis of the state store (and of the pub/sub, unless it has its own) keeps every
     /// write on disk before it answers, so that a test can kill it and start it again.
     pub persistent_redis: bool,
+    /// The state store without its outbox settings, as the course's components/statestore.yaml
+    /// and `dapr init`'s have it.
+    pub statestore_without_outbox: bool,
 }
 
 static STACKS: AtomicUsize = AtomicUsize::new(0);
@@ -143,7 +146,10 @@ impl Stack {
 
         for resource in fs::read_dir(repo().join("scripts/dapr")).unwrap() {
             let path = resource.unwrap().path();
-            let text = fs::read_to_string(&path).unwrap();
+            let mut text = fs::read_to_string(&path).unwrap();
+            if options.statestore_without_outbox && text.contains("type: state.") {
+                text = without_outbox(&text);
+            }
             let port = if text.contains("type: pubsub.") { pubsub_redis_port } else { redis_port };
             fs::write(dir.join("components").join(path.file_name().unwrap()), text.replace("localhost:6379", &format!("127.0.0.1:{port}"))).unwrap();
         }
@@ -310,6 +316,20 @@ impl Drop for Stack {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A component's YAML without its `outbox*` metadata entries (each a name line and a value line).
+fn without_outbox(yaml: &str) -> String {
+    let mut kept = Vec::new();
+    let mut lines = yaml.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start().starts_with("- name: outbox") {
+            lines.next();
+        } else {
+            kept.push(line);
+        }
+    }
+    kept.join("\n") + "\n"
 }
 
 /// A fresh folder for one started stack's files and logs.
