@@ -63,8 +63,9 @@ impl<T: Transport> Messages<'_, T> {
                 SaveOutcome::Saved => return Ok(stored),
                 SaveOutcome::Conflict => Settled::Lost,
                 SaveOutcome::Unknown(why) => {
-                    let settled = self.settle(&new.user_id, &stored, &write_id, &etag).map_err(|e| may_have_stored(&why, &e))?;
-                    if settled == Settled::Stored && !may_have_run_anyway(&why) {
+                    let definite = !may_have_run_anyway(&why);
+                    let settled = self.settle(&new.user_id, &stored, &write_id, &etag, definite).map_err(|e| may_have_stored(&why, &e))?;
+                    if settled == Settled::Stored && definite {
                         return Err(no_outbox(&self.config.state_store, &why));
                     }
                     settled
@@ -97,7 +98,10 @@ impl<T: Transport> Messages<'_, T> {
     /// moved, the transaction has not run yet, but may still (queued in the sidecar or the
     /// store): write the history back unchanged under that ETag, which moves it on, so that
     /// the transaction can never run; if that write loses, something else landed: read again.
-    fn settle(&self, user_id: &str, stored: &StoredMessage, write_id: &str, etag: &str) -> Result<Settled, ApiError> {
+    /// `failed`: the transaction answered an error of its own (not a time-out): on a store
+    /// with the outbox it then did not run, so a message id the history limit has dropped
+    /// since was another write's.
+    fn settle(&self, user_id: &str, stored: &StoredMessage, write_id: &str, etag: &str, failed: bool) -> Result<Settled, ApiError> {
         let mut failure = unsettled(user_id, "other writes kept landing");
         for round in 0..SETTLE_ROUNDS {
             if round > 0 {
@@ -113,6 +117,7 @@ impl<T: Transport> Messages<'_, T> {
             };
             match history.stored_by(stored.id, &stored.message, write_id) {
                 Stored::Yes => return Ok(Settled::Stored),
+                Stored::Forgotten if failed => return Ok(Settled::Lost),
                 Stored::Forgotten => return Err(unsettled(user_id, "the history limit dropped its message id since")),
                 Stored::No if now.as_deref() != Some(etag) => return Ok(Settled::Lost),
                 Stored::No => {}
