@@ -294,6 +294,13 @@ impl Stack {
         request(self.app_port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
     }
 
+    /// `redis-cli --raw` against the Redis of the state store, for answers too long for
+    /// `redis_command` (a whole stream).
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli").args(["-p", &self.redis_port.to_string(), "--raw"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Redis's own answer to a command (RESP, inline), e.g. to count keys behind Dapr's back.
     pub fn redis_command(&self, command: &str) -> String {
         redis_command(self.redis_port, command).unwrap()
