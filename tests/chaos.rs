@@ -101,7 +101,15 @@ fn stored(stack: &Stack) -> Vec<(String, u64, String)> {
     (0..USERS)
         .flat_map(|u| {
             let user = format!("chaos{u}");
-            let reply = stack.get(&format!("/messages/{user}"));
+            // The stack may still be catching up after the last fault: ask again for a while.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let reply = loop {
+                let reply = stack.get(&format!("/messages/{user}"));
+                if reply.status == 200 || reply.status == 404 || Instant::now() > deadline {
+                    break reply;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            };
             assert!(reply.status == 200 || reply.status == 404, "{reply:?}");
             let messages = if reply.status == 200 { reply.json()["messages"].as_array().unwrap().clone() } else { Vec::new() };
             messages

@@ -358,6 +358,9 @@ fn start_host(name: &'static str, dir: &Path, app_port: u16, dapr_http_port: u16
 /// suites run with it in CI too (scripts/test.sh), so the component must be reuse-safe.
 pub const INSTANCE_REUSE_VAR: &str = "E2E_INSTANCE_REUSE";
 
+/// Set to a CPU list (`taskset -c`), the host runs on those cores only.
+pub const HOST_CORES_VAR: &str = "E2E_HOST_CORES";
+
 /// The built component under `wasmtime serve` on `port`, with `env` as its WASI environment.
 fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
     let mut args = vec!["serve".to_string(), "-Scli".to_string(), "--addr".to_string(), format!("127.0.0.1:{port}")];
@@ -368,7 +371,11 @@ fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str
         args.extend(["--env".to_string(), format!("{name}={value}")]);
     }
     args.push(wasm_path().display().to_string());
-    Process::start(name, dir, "wasmtime", &args)
+    // Pinned to its own cores when asked (bench/soak.sh), as the benchmarks pin a server.
+    match std::env::var(HOST_CORES_VAR) {
+        Ok(cores) => Process::start(name, dir, "taskset", &[["-c".to_string(), cores, "wasmtime".to_string()].as_slice(), &args].concat()),
+        Err(_) => Process::start(name, dir, "wasmtime", &args),
+    }
 }
 
 /// The component alone under `wasmtime serve`, for tests that put their own server where
