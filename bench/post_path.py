@@ -38,7 +38,11 @@ class CountingProxy:
     def accept(self):
         while True:
             client, _ = self.server.accept()
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # daprd not listening yet: the caller sees a refused call
+                client.close()
+                continue
             threading.Thread(target=self.pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self.pipe, args=(upstream, client, False), daemon=True).start()
 
