@@ -326,14 +326,17 @@ mod tests {
         assert!(err.message.contains("delivery d1 has held its claim"), "{err}");
     }
 
-    #[test]
-    fn a_claim_left_by_a_delivery_that_never_completed_is_taken_over() {
-        let stale = now_ms() - CLAIM_LEASE_MS - 1;
-        let dapr = Scripted::new()
+    /// Ann's message 1 stored, and its claim held by d1 (after d0) past the lease, never done.
+    fn held_past_the_lease() -> std::rc::Rc<Scripted> {
+        Scripted::new()
             .answer(200, &[("etag", "3")], &ann_history())
             .answer(409, &[], "")
-            .answer(200, &[("etag", "7")], &claim("d1", stale, false))
-            .answer(204, &[], "");
+            .answer(200, &[("etag", "7")], &claim("d1", now_ms() - CLAIM_LEASE_MS - 1, false))
+    }
+
+    #[test]
+    fn a_claim_left_by_a_delivery_that_never_completed_is_taken_over() {
+        let dapr = held_past_the_lease().answer(204, &[], "");
         let Verdict::Act { delivery, replaces } = verdict(&dapr, &event(1, "one", "w1")).unwrap() else { panic!() };
         assert_eq!(replaces, ["d0", "d1"], "every delivery that held it and never completed");
         let takeover = &dapr.json_sent(3)[0];
@@ -342,12 +345,7 @@ mod tests {
 
     #[test]
     fn a_takeover_that_loses_to_another_is_a_503() {
-        let stale = now_ms() - CLAIM_LEASE_MS - 1;
-        let dapr = Scripted::new()
-            .answer(200, &[("etag", "3")], &ann_history())
-            .answer(409, &[], "")
-            .answer(200, &[("etag", "7")], &claim("d1", stale, false))
-            .answer(409, &[], "");
+        let dapr = held_past_the_lease().answer(409, &[], "");
         assert_eq!(verdict(&dapr, &event(1, "one", "w1")).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
