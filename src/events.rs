@@ -69,7 +69,8 @@ impl<T: Transport> Messages<'_, T> {
         let store = &self.config.state_store;
         let key = claim_key(&event.write_id);
         let mine = Claim { user_id: event.user_id.clone(), id: event.id, delivery: random_id(), since_ms: now_ms(), done: false, replaces: Vec::new() };
-        if self.dapr.save_state(store, &key, &mine, Precondition::Missing, Some(RECORD_TTL_SECONDS))? == SaveOutcome::Saved {
+        let created = self.dapr.save_state(store, &key, &mine, Precondition::Missing, Some(RECORD_TTL_SECONDS));
+        if self.won(&key, &mine, created)? {
             return Ok(Verdict::Act { delivery: mine.delivery, replaces: mine.replaces });
         }
         let entry = self.dapr.get_state(store, &key)?.ok_or_else(|| busy(event, "its claim was just released"))?;
@@ -84,9 +85,25 @@ impl<T: Transport> Messages<'_, T> {
         let etag = entry.etag.ok_or_else(|| busy(event, "its claim has no ETag"))?;
         let replaces = [held.replaces, vec![held.delivery]].concat();
         let takeover = Claim { replaces, ..mine };
-        match self.dapr.save_state(store, &key, &takeover, Precondition::ETag(&etag), Some(RECORD_TTL_SECONDS))? {
-            SaveOutcome::Saved => Ok(Verdict::Act { delivery: takeover.delivery, replaces: takeover.replaces }),
-            _ => Err(busy(event, "another delivery took its claim over just now")),
+        let taken = self.dapr.save_state(store, &key, &takeover, Precondition::ETag(&etag), Some(RECORD_TTL_SECONDS));
+        if self.won(&key, &takeover, taken)? {
+            return Ok(Verdict::Act { delivery: takeover.delivery, replaces: takeover.replaces });
+        }
+        Err(busy(event, "another delivery took its claim over just now"))
+    }
+
+    /// Whether a write of claim `mine` won. A write whose answer was lost (a time-out, a
+    /// broken connection) may have landed: then the claim read back names this delivery.
+    /// Without that read, a claim whose answer was lost would keep every delivery away
+    /// until its lease ran out, and a takeover's lost answer would start that again.
+    fn won(&self, key: &str, mine: &Claim, written: Result<SaveOutcome, ApiError>) -> Result<bool, ApiError> {
+        match written {
+            Ok(outcome) => Ok(outcome == SaveOutcome::Saved),
+            Err(e) if e.dapr_error_code.is_none() => match self.dapr.get_state(&self.config.state_store, key) {
+                Ok(Some(entry)) => Ok(parse_claim(key, entry.value)?.delivery == mine.delivery),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -347,6 +364,17 @@ mod tests {
     fn a_takeover_that_loses_to_another_is_a_503() {
         let dapr = held_past_the_lease().answer(409, &[], "");
         assert_eq!(verdict(&dapr, &event(1, "one", "w1")).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_claim_whose_answer_was_lost_is_read_back_and_acted_on_if_it_landed() {
+        use crate::transport::SendFailure;
+        let dapr = Scripted::new().answer(200, &[("etag", "3")], &ann_history()).fail(SendFailure::Broken("reset".into()));
+        // The read-back answers with the claim that was sent: it landed.
+        dapr.answer_last_saved("1");
+        assert!(matches!(verdict(&dapr, &event(1, "one", "w1")).unwrap(), Verdict::Act { .. }));
+        let lost = Scripted::new().answer(200, &[("etag", "3")], &ann_history()).fail(SendFailure::Broken("reset".into())).refuse();
+        assert_eq!(verdict(&lost, &event(1, "one", "w1")).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -181,6 +181,18 @@ pub(crate) mod scripted {
             self.clone()
         }
 
+        /// The next call (a read) gets 200 with the value the last plain save sent, under
+        /// `etag`: a save that landed although its answer was lost.
+        pub fn answer_last_saved(self: &Rc<Self>, etag: &str) -> Rc<Self> {
+            let etag = etag.to_string();
+            self.answers.borrow_mut().push_back(Box::new(move |sent| {
+                let saved = sent.iter().rev().find(|r| r.method() == http::Method::POST && !r.uri().path().ends_with("/transaction")).expect("no save was sent");
+                let body: serde_json::Value = serde_json::from_slice(saved.body()).unwrap();
+                Ok(response(200, &[("etag", &etag)], &body[0]["value"].to_string()))
+            }));
+            self.clone()
+        }
+
         /// The next call (a read) gets 200 with the value the last transaction sent wrote,
         /// under `etag`: a transaction that ran although its answer said otherwise.
         pub fn answer_last_written(self: &Rc<Self>, etag: &str) -> Rc<Self> {
