@@ -29,7 +29,7 @@ echo "==> stored means published (tests/delivery.rs), then delivery under faults
 (cargo test --quiet --test delivery && cargo test --quiet --test chaos -- --nocapture) >"$delivery_log" 2>&1 &
 delivery=$!
 
-echo "==> cargo test: unit tests, then the real-stack suites in tests/ but delivery.rs"
+echo "==> cargo test: unit tests, then the real-stack suites in tests/ but delivery.rs and chaos.rs"
 suites=(--lib)
 for suite in tests/*.rs; do
   suite=$(basename "$suite" .rs)
