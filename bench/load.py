@@ -10,6 +10,7 @@ from harness import (BENCH, LOGS, OtherLoad, Processes, StartError, cpu_seconds,
                      wasmtime_component)
 
 SEED_USERS = 64  # bench/wrk/scenario.lua reads these users in its mix
+REUSE = 128  # requests per instance in the instance-reuse rows, as scripts/local.sh serves
 WASM_APP_ID, REFERENCE_APP_ID = "dapr-spin-hello", "hello-dapr-fastapi"
 SCENARIOS = {
     "get": "GET /",
@@ -60,6 +61,13 @@ def the_apps(wasms, env):
                     wasm = wasmtime_component(wasm, env)
                 apps.append({"name": f"{build}-{host}", "label": f"{label} ({host_label})", "host": host, "wasm": wasm,
                              "sidecar": build != "ceiling", "app_id": f"{WASM_APP_ID}-{build}-{host}", "ok": 201, "env": {}})
+    # wasmtime serve can reuse an instance for many requests (Spin 4 does so for WASIp3 only):
+    # the empty component and the service again, each instance serving up to REUSE requests.
+    for build, label, wasm in [("ceiling", "empty component", wasms["ceiling"]), ("wasm", "this service", wasms["dev"])]:
+        apps.append({"name": f"{build}-wasmtime-reuse", "label": f"{label} (wasmtime serve, instance reuse {REUSE})",
+                     "host": "wasmtime", "reuse": REUSE, "sidecar": build != "ceiling",
+                     "wasm": wasm if build == "ceiling" else wasmtime_component(wasm, env),
+                     "app_id": f"{WASM_APP_ID}-{build}-wasmtime-reuse", "ok": 201, "env": {}})
     apps += [
         {"name": "reference", "label": "FastAPI, course code", "app_id": REFERENCE_APP_ID, "ok": 200, "env": {}, "sidecar": True},
         {"name": "shared", "label": "FastAPI, shared client", "app_id": REFERENCE_APP_ID + "-shared", "ok": 200,
@@ -69,7 +77,8 @@ def the_apps(wasms, env):
         app.update(db=db, port=free_port(), dapr=free_port())
         address = f"127.0.0.1:{app['port']}"
         if app.get("host") == "wasmtime":
-            cmd = ["wasmtime", "serve", "-Scli", *SPIN_WASMTIME_OPTIONS, "--addr", address,
+            reuse = [f"--max-instance-reuse-count={app['reuse']}"] if app.get("reuse") else []
+            cmd = ["wasmtime", "serve", "-Scli", *SPIN_WASMTIME_OPTIONS, *reuse, "--addr", address,
                    "--env", f"SPIN_VARIABLE_DAPR_HTTP_PORT={app['dapr']}", str(app["wasm"])]
         elif app.get("host") == "spin":
             cmd = ["spin", "up", "--from", str(spin_manifest(app["wasm"], app["dapr"])), "--listen", address]

@@ -130,7 +130,9 @@ def report(data, args):
                 r = res.get((mode, app["name"]))
                 if not r:
                     continue
-                base = res.get(("get", f"ceiling-{app.get('host')}")) if mode == "get" else res.get((mode, "reference"))
+                # GET /: ÷ the empty component on the same host, with the same instance reuse.
+                ceiling = f"ceiling-{app.get('host')}" + ("-reuse" if app.get("reuse") else "")
+                base = res.get(("get", ceiling)) if mode == "get" else res.get((mode, "reference"))
                 ratio = f"{r['rps'] / base['rps']:.2f}×" if base and base is not r else ""
                 daprd = f"{r['cpu_ms'][1]:.3f}" if app["sidecar"] else "–"
                 lines.append(f"| {title} | {app['label']} | {r['rps']:,.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | {r['error_count']} | "

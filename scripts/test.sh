@@ -23,17 +23,18 @@ trap 'rm -f "$log" "$delivery_log"' EXIT
 echo "==> compiling the tests (cargo test --no-run)"
 cargo test --quiet --no-run
 
-# tests/delivery.rs spends most of its minute waiting on Dapr's redelivery timers (30 s after a
-# pub/sub outage), so it runs in the background beside the suites below; its output follows them.
-echo "==> stored means published (tests/delivery.rs), in the background"
-cargo test --quiet --test delivery >"$delivery_log" 2>&1 &
+# tests/delivery.rs and tests/chaos.rs spend most of their minutes waiting on Dapr's redelivery
+# timers (30 s after a pub/sub outage, 75 s after a killed daprd), so they run in the background,
+# one after the other, beside the suites below; their output follows them.
+echo "==> stored means published (tests/delivery.rs), then delivery under faults (tests/chaos.rs), in the background"
+(cargo test --quiet --test delivery && cargo test --quiet --test chaos -- --nocapture) >"$delivery_log" 2>&1 &
 delivery=$!
 
-echo "==> cargo test: unit tests, then the real-stack suites in tests/ but delivery.rs"
+echo "==> cargo test: unit tests, then the real-stack suites in tests/ but delivery.rs and chaos.rs"
 suites=(--lib)
 for suite in tests/*.rs; do
   suite=$(basename "$suite" .rs)
-  [ "$suite" = delivery ] || suites+=(--test "$suite")
+  case $suite in delivery|chaos) ;; *) suites+=(--test "$suite") ;; esac
 done
 cargo test --quiet "${suites[@]}" 2>&1 | tee -a "$log"
 
@@ -43,11 +44,16 @@ cargo test --quiet --test fuzz -- --ignored --nocapture 2>&1 | tee -a "$log"
 echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image, a course laptop faked, the cluster path on a simulated cluster's real control plane (tests/deploy)"
 python -m pytest -q tests/deploy 2>&1 | tee -a "$log"
 
-echo "==> stored means published (tests/delivery.rs): its output"
+echo "==> stored means published and delivery under faults (tests/delivery.rs, tests/chaos.rs): their output"
 delivery_status=0
 wait "$delivery" || delivery_status=$?
 tee -a "$log" <"$delivery_log"
-[ "$delivery_status" = 0 ] || { echo "tests/delivery.rs failed (exit $delivery_status)" >&2; exit 1; }
+[ "$delivery_status" = 0 ] || { echo "tests/delivery.rs or tests/chaos.rs failed (exit $delivery_status)" >&2; exit 1; }
+
+# wasmtime serve can reuse an instance for many requests, as hosts that pool instances do: the
+# component must keep nothing from one request that the next could see (tests/support/mod.rs).
+echo "==> the real-stack suite, delivery and the chaos test again, with instance reuse (E2E_INSTANCE_REUSE=128)"
+E2E_INSTANCE_REUSE=128 cargo test --quiet --test real_stack --test delivery --test chaos -- --nocapture 2>&1 | tee -a "$log"
 
 echo "==> the local Tilt loop once: tilt ci -- --local --host=wasmtime (redis, daprd, app, smoke test), on free ports"
 # Free ports, not the defaults: something else on a CI machine may hold 8000, 3500 or 6379.

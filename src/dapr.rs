@@ -22,8 +22,22 @@ pub struct StateEntry {
 #[derive(Debug, PartialEq)]
 pub enum SaveOutcome {
     Saved,
-    /// Someone else wrote the key since we read it (Dapr's 409 on an ETag mismatch).
+    /// Someone else wrote the key since we read it (Dapr's 409 on an ETag mismatch), or
+    /// created it first.
     Conflict,
+    /// The write may or may not have run: the answer was lost (a time limit, a connection
+    /// that broke), or was an error that a store also gives after running it. Only a
+    /// transaction answers this (`save_state_with_event`); the caller reads the key to know.
+    Unknown(ApiError),
+}
+
+/// What must hold for a `save_state` to write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Precondition<'a> {
+    /// The key does not exist yet.
+    Missing,
+    /// The key still has this ETag.
+    ETag(&'a str),
 }
 
 pub struct DaprClient<T> {
@@ -69,27 +83,45 @@ impl<T: Transport> DaprClient<T> {
         }
     }
 
-    /// `POST /v1.0/state/{store}` with `concurrency: first-write` and no ETag: creates the key
-    /// only if it does not exist yet, else `Conflict`. Stores refuse an existing key
-    /// differently (Redis: 500 ERR_STATE_SAVE, not 409), so a refused create is read back:
-    /// a key that exists now is a conflict, anything else the store's error.
+    /// `POST /v1.0/state/{store}`: writes `value` under `key` if `precondition` holds
+    /// (`concurrency: first-write`, with the ETag or without one for a create), else
+    /// `Conflict`. Always conditional: on state.redis a key once written with first-write
+    /// refuses every later write without an ETag, even `last-write` (measured, daprd 1.18.1). Stores refuse differently (Redis: 500 ERR_STATE_SAVE, not 409), so a
+    /// refused conditional write is read back: a key that no longer meets the precondition
+    /// is a conflict, anything else the store's error.
     /// With `ttl_seconds`, the store deletes the key after that long (`ttlInSeconds`).
-    pub fn create_state(&self, store: &str, key: &str, value: &impl Serialize, ttl_seconds: Option<u32>) -> Result<SaveOutcome, ApiError> {
+    pub fn save_state(
+        &self,
+        store: &str,
+        key: &str,
+        value: &impl Serialize,
+        precondition: Precondition,
+        ttl_seconds: Option<u32>,
+    ) -> Result<SaveOutcome, ApiError> {
         let mut item = json!({
             "key": key,
             "value": value,
             "options": { "concurrency": "first-write", "consistency": "strong" },
         });
+        if let Precondition::ETag(etag) = precondition {
+            item["etag"] = json!(etag);
+        }
         if let Some(ttl) = ttl_seconds {
             item["metadata"] = json!({ "ttlInSeconds": ttl.to_string() });
         }
         let url = format!("{}/v1.0/state/{}", self.base_url, store);
         let response = self.call(Method::POST, &url, Some(json!([item])))?;
+        let refused = || -> Result<bool, ApiError> {
+            Ok(match precondition {
+                Precondition::Missing => self.get_state(store, key)?.is_some(),
+                Precondition::ETag(etag) => self.get_state(store, key)?.and_then(|entry| entry.etag).as_deref() != Some(etag),
+            })
+        };
         match response.status() {
             s if s.is_success() => Ok(SaveOutcome::Saved),
             StatusCode::CONFLICT => Ok(SaveOutcome::Conflict),
-            _ if self.get_state(store, key)?.is_some() => Ok(SaveOutcome::Conflict),
-            _ => Err(dapr_error(&response, &format!("creating key {key:?} in state store {store}"))),
+            _ if refused()? => Ok(SaveOutcome::Conflict),
+            _ => Err(dapr_error(&response, &format!("saving key {key:?} in state store {store}"))),
         }
     }
 
@@ -98,6 +130,9 @@ impl<T: Transport> DaprClient<T> {
     /// store's `outboxPublishTopic`, through the outbox, only once the transaction has run.
     /// The `outbox.projection` operation is what is published instead of the stored value;
     /// without `contentType: application/json` Dapr would publish it as Go's text of a map.
+    /// `Unknown` when it may have run all the same: no answer, a broken connection, or
+    /// ERR_STATE_TRANSACTION, which state.redis answers for a stale ETag (nothing stored) and
+    /// for a read that timed out after the transaction was sent (maybe stored).
     pub fn save_state_with_event(
         &self,
         store: &str,
@@ -120,11 +155,21 @@ impl<T: Transport> DaprClient<T> {
             }},
         ]});
         let url = format!("{}/v1.0/state/{}/transaction", self.base_url, store);
-        let response = self.call(Method::POST, &url, Some(operations))?;
+        let response = match self.send(Method::POST, &url, Some(operations))? {
+            Ok(response) => response,
+            Err(failure) if failure.may_have_arrived() => return Ok(SaveOutcome::Unknown(self.no_answer(failure))),
+            Err(failure) => return Err(self.no_answer(failure)),
+        };
         match response.status() {
             s if s.is_success() => Ok(SaveOutcome::Saved),
             StatusCode::CONFLICT => Ok(SaveOutcome::Conflict),
-            _ => Err(dapr_error(&response, &format!("saving key {key:?} with its event in state store {store}"))),
+            _ => {
+                let error = dapr_error(&response, &format!("saving key {key:?} with its event in state store {store}"));
+                match error.dapr_error_code.as_deref() {
+                    Some("ERR_STATE_TRANSACTION") => Ok(SaveOutcome::Unknown(error)),
+                    _ => Err(error),
+                }
+            }
         }
     }
 
@@ -144,6 +189,12 @@ impl<T: Transport> DaprClient<T> {
     }
 
     fn call(&self, method: Method, url: &str, json_body: Option<serde_json::Value>) -> Result<Response<Vec<u8>>, ApiError> {
+        self.send(method, url, json_body)?.map_err(|failure| self.no_answer(failure))
+    }
+
+    /// The sidecar's answer, or why none came (`Err` inside); the outer `Err` is a request
+    /// that could not be built.
+    fn send(&self, method: Method, url: &str, json_body: Option<serde_json::Value>) -> Result<Result<Response<Vec<u8>>, SendFailure>, ApiError> {
         let mut request = Request::builder().method(method).uri(url);
         if let Some(token) = &self.api_token {
             request = request.header("dapr-api-token", token);
@@ -161,7 +212,7 @@ impl<T: Transport> DaprClient<T> {
         let request = request
             .body(body)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot build the request to {url}: {e}")))?;
-        self.transport.send(request, &self.time_limits).map_err(|failure| self.no_answer(failure))
+        Ok(self.transport.send(request, &self.time_limits))
     }
 
     /// No HTTP answer: 503 for an outage (worth a retry); 504 when a time limit ran out; 500
@@ -192,6 +243,10 @@ impl<T: Transport> DaprClient<T> {
             SendFailure::Unreachable(why) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Dapr sidecar at {base} is unreachable: {why}"))
             }
+            SendFailure::Broken(why) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the connection to the Dapr sidecar at {base} broke before its answer: {why}"),
+            ),
         }
     }
 }
@@ -253,7 +308,7 @@ mod tests {
     #[test]
     fn create_sends_first_write_without_etag() {
         let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).create_state("statestore", "ann", &json!({"a": 1}), None);
+        let outcome = client(dapr.clone(), None).save_state("statestore", "ann", &json!({"a": 1}), Precondition::Missing, None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
         assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore"]);
         assert_eq!(
@@ -267,14 +322,14 @@ mod tests {
     #[test]
     fn create_with_ttl_asks_the_store_to_expire_the_key() {
         let dapr = Scripted::new().answer(204, &[], "");
-        client(dapr.clone(), None).create_state("statestore", "k", &json!(1), Some(60)).unwrap();
+        client(dapr.clone(), None).save_state("statestore", "k", &json!(1), Precondition::Missing, Some(60)).unwrap();
         assert_eq!(dapr.json_sent(0)[0]["metadata"], json!({"ttlInSeconds": "60"}));
     }
 
     #[test]
     fn a_refused_create_of_a_key_that_exists_is_a_conflict() {
         let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(200, &[("etag", "1")], "{}");
-        let outcome = client(dapr.clone(), None).create_state("statestore", "ann", &json!(1), None);
+        let outcome = client(dapr.clone(), None).save_state("statestore", "ann", &json!(1), Precondition::Missing, None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
         assert_eq!(dapr.calls()[1], "GET http://localhost:3500/v1.0/state/statestore/ann?consistency=strong");
     }
@@ -282,7 +337,7 @@ mod tests {
     #[test]
     fn a_refused_create_of_a_key_still_missing_is_the_stores_error() {
         let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(204, &[], "");
-        let err = client(dapr, None).create_state("statestore", "ann", &json!(1), None).unwrap_err();
+        let err = client(dapr, None).save_state("statestore", "ann", &json!(1), Precondition::Missing, None).unwrap_err();
         assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE")));
     }
 
@@ -304,6 +359,44 @@ mod tests {
     }
 
     #[test]
+    fn a_write_with_an_etag_sends_it_and_a_refused_one_whose_etag_changed_is_a_conflict() {
+        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(200, &[("etag", "4")], "{}");
+        let outcome = client(dapr.clone(), None).save_state("statestore", "ann", &json!(1), Precondition::ETag("3"), None);
+        assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
+        assert_eq!(dapr.json_sent(0)[0]["etag"], "3");
+        assert_eq!(dapr.json_sent(0)[0]["options"]["concurrency"], "first-write");
+    }
+
+    #[test]
+    fn a_refused_write_whose_etag_is_unchanged_is_the_stores_error() {
+        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(200, &[("etag", "3")], "{}");
+        let err = client(dapr, None).save_state("statestore", "ann", &json!(1), Precondition::ETag("3"), None).unwrap_err();
+        assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_STATE_SAVE"));
+    }
+
+    #[test]
+    fn a_transaction_that_may_have_run_is_unknown_not_an_error() {
+        let stale_or_slow = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"ERR user_script:14: failed to set key"}"#;
+        let dapr = Scripted::new()
+            .answer(500, &[], stale_or_slow)
+            .fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()))
+            .fail(SendFailure::Broken("the connection closed".into()));
+        let client = client(dapr, None);
+        for expected in [StatusCode::BAD_GATEWAY, StatusCode::GATEWAY_TIMEOUT, StatusCode::SERVICE_UNAVAILABLE] {
+            match client.save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1)).unwrap() {
+                SaveOutcome::Unknown(why) => assert_eq!(why.status, expected, "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_transaction_that_never_reached_the_sidecar_is_an_error() {
+        let err = client(Scripted::new().refuse(), None).save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1)).unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
     fn save_with_event_passes_on_the_transaction_error() {
         let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#);
         let err = client(dapr, None).save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1)).unwrap_err();
@@ -313,7 +406,7 @@ mod tests {
     #[test]
     fn create_409_is_a_conflict_not_an_error() {
         let dapr = Scripted::new().answer(409, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#);
-        let outcome = client(dapr, None).create_state("statestore", "ann", &json!(1), None);
+        let outcome = client(dapr, None).save_state("statestore", "ann", &json!(1), Precondition::Missing, None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
     }
 
@@ -348,7 +441,7 @@ mod tests {
     #[test]
     fn a_sidecar_that_does_not_answer_in_time_is_504() {
         let dapr = Scripted::new().fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
-        let err = client(dapr, None).save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap_err();
+        let err = client(dapr, None).get_state("statestore", "ann").unwrap_err();
         assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
         assert!(err.message.contains("did not answer in time (ErrorCode::ConnectionReadTimeout; limits: connect 2s, first byte 5s"), "{err}");
     }
@@ -399,7 +492,7 @@ mod tests {
         });
         let client = client(dapr.clone(), None).with_trace(trace);
         client.get_state("statestore", "ann").unwrap();
-        client.create_state("statestore", "ann", &json!(1), None).unwrap();
+        client.save_state("statestore", "ann", &json!(1), Precondition::Missing, None).unwrap();
         client.save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap();
         for request in dapr.sent.borrow().iter() {
             assert_eq!(request.headers()["traceparent"], parent, "{}", request.uri());

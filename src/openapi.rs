@@ -101,8 +101,8 @@ mod tests {
     #[test]
     fn every_documented_status_is_produced_and_none_other() {
         let history = r#"{"next_id":1,"messages":[{"id":1,"message":"hi","created_at":"t"}],"write_ids":{"1":"w1"}}"#;
-        // The event's message is stored, by the write it names, and its claim is taken.
-        let holding_the_event = Scripted::new().answer(200, &[("etag", "2")], history).answer(204, &[], "");
+        // The event's message is stored, by the write it names, its claim is taken and marked done.
+        let holding_the_event = Scripted::new().answer(200, &[("etag", "2")], history).answer(204, &[], "").answer(204, &[], "");
         let dapr_error = r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#;
         let timed_out = || SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into());
         let event = r#"{"data":{"user_id":"ann","message":"hi","id":1,"created_at":"t","write_id":"w1"}}"#;

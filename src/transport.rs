@@ -34,8 +34,18 @@ pub enum SendFailure {
     Denied,
     /// A time limit ran out: no connection, no answer, or a body that stopped (the host's words).
     TimedOut(String),
-    /// No connection or no answer: refused, reset, a DNS failure, ... (the host's words).
+    /// No connection: refused, a DNS failure, ... (the host's words). The request never arrived.
     Unreachable(String),
+    /// The connection broke before the whole answer came: the sidecar may have acted on the
+    /// request (the host's words).
+    Broken(String),
+}
+
+impl SendFailure {
+    /// Whether the sidecar may have acted on the request: it got there, or may have.
+    pub fn may_have_arrived(&self) -> bool {
+        matches!(self, SendFailure::TimedOut(_) | SendFailure::Broken(_))
+    }
 }
 
 impl From<ErrorCode> for SendFailure {
@@ -45,7 +55,15 @@ impl From<ErrorCode> for SendFailure {
             ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout | ErrorCode::HttpResponseTimeout => {
                 SendFailure::TimedOut(format!("{code:?}"))
             }
-            other => SendFailure::Unreachable(format!("{other:?}")),
+            ErrorCode::ConnectionRefused
+            | ErrorCode::DnsTimeout
+            | ErrorCode::DnsError(_)
+            | ErrorCode::DestinationNotFound
+            | ErrorCode::DestinationUnavailable
+            | ErrorCode::DestinationIpProhibited
+            | ErrorCode::DestinationIpUnroutable
+            | ErrorCode::ConnectionLimitReached => SendFailure::Unreachable(format!("{code:?}")),
+            other => SendFailure::Broken(format!("{other:?}")),
         }
     }
 }
@@ -54,10 +72,10 @@ impl From<ErrorCode> for SendFailure {
 /// past the between-bytes limit is `ConnectionReadTimeout`), else the host's words.
 fn stream_failure(error: StreamError) -> SendFailure {
     match error {
-        StreamError::Closed => SendFailure::Unreachable("the connection closed".into()),
+        StreamError::Closed => SendFailure::Broken("the connection closed".into()),
         StreamError::LastOperationFailed(error) => match http_error_code(&error) {
             Some(code) => SendFailure::from(code),
-            None => SendFailure::Unreachable(error.to_debug_string()),
+            None => SendFailure::Broken(error.to_debug_string()),
         },
     }
 }
@@ -84,7 +102,7 @@ impl Transport for WasiHttp {
         pending.subscribe().block();
         let response = match pending.get() {
             Some(Ok(result)) => result.map_err(SendFailure::from)?,
-            _ => return Err(SendFailure::Unreachable("the host lost the response".into())),
+            _ => return Err(SendFailure::Broken("the host lost the response".into())),
         };
         read_response(response, limits.between_bytes)
     }
@@ -105,8 +123,8 @@ fn read_response(response: IncomingResponse, between_bytes: Duration) -> Result<
     for (name, value) in response.headers().entries() {
         reply = reply.header(name, value);
     }
-    let incoming_body = response.consume().map_err(|()| SendFailure::Unreachable("the response body was taken".into()))?;
-    let stream = incoming_body.stream().map_err(|()| SendFailure::Unreachable("the response body is not readable".into()))?;
+    let incoming_body = response.consume().map_err(|()| SendFailure::Broken("the response body was taken".into()))?;
+    let stream = incoming_body.stream().map_err(|()| SendFailure::Broken("the response body is not readable".into()))?;
     let mut body = Vec::new();
     loop {
         let waiting = Instant::now();
@@ -117,13 +135,13 @@ fn read_response(response: IncomingResponse, between_bytes: Duration) -> Result<
                 return Err(match stream_failure(error) {
                     // wasmtime 48 reports a stalled body as text ("connection read timeout"),
                     // without the error code: a read that failed after the whole limit timed out.
-                    SendFailure::Unreachable(why) if waiting.elapsed() >= between_bytes => SendFailure::TimedOut(why),
+                    SendFailure::Broken(why) if waiting.elapsed() >= between_bytes => SendFailure::TimedOut(why),
                     failure => failure,
                 })
             }
         }
     }
-    reply.body(body).map_err(|e| SendFailure::Unreachable(e.to_string()))
+    reply.body(body).map_err(|e| SendFailure::Broken(e.to_string()))
 }
 
 /// A scripted sidecar for unit tests of pure logic: it answers from a list and records
@@ -135,9 +153,12 @@ pub(crate) mod scripted {
     use std::collections::VecDeque;
     use std::rc::Rc;
 
+    type Answer = Box<dyn Fn(&[Request<Vec<u8>>]) -> Result<Response<Vec<u8>>, SendFailure>>;
+
     #[derive(Default)]
     pub struct Scripted {
-        answers: RefCell<VecDeque<Result<Response<Vec<u8>>, SendFailure>>>,
+        /// Each answer is made from the requests sent so far, this one last.
+        answers: RefCell<VecDeque<Answer>>,
         pub sent: RefCell<Vec<Request<Vec<u8>>>>,
         /// The time limits each call was sent with.
         pub limits: RefCell<Vec<TimeLimits>>,
@@ -149,17 +170,38 @@ pub(crate) mod scripted {
         }
 
         pub fn answer(self: &Rc<Self>, status: u16, headers: &[(&str, &str)], body: &str) -> Rc<Self> {
-            let mut response = Response::builder().status(status);
-            for (name, value) in headers {
-                response = response.header(*name, *value);
-            }
-            self.answers.borrow_mut().push_back(Ok(response.body(body.as_bytes().to_vec()).unwrap()));
+            let response = response(status, headers, body);
+            self.answers.borrow_mut().push_back(Box::new(move |_| Ok(response.clone())));
             self.clone()
         }
 
         /// The next call gets no HTTP answer, for this reason.
         pub fn fail(self: &Rc<Self>, why: SendFailure) -> Rc<Self> {
-            self.answers.borrow_mut().push_back(Err(why));
+            self.answers.borrow_mut().push_back(Box::new(move |_| Err(why.clone())));
+            self.clone()
+        }
+
+        /// The next call (a read) gets 200 with the value the last plain save sent, under
+        /// `etag`: a save that landed although its answer was lost.
+        pub fn answer_last_saved(self: &Rc<Self>, etag: &str) -> Rc<Self> {
+            let etag = etag.to_string();
+            self.answers.borrow_mut().push_back(Box::new(move |sent| {
+                let saved = sent.iter().rev().find(|r| r.method() == http::Method::POST && !r.uri().path().ends_with("/transaction")).expect("no save was sent");
+                let body: serde_json::Value = serde_json::from_slice(saved.body()).unwrap();
+                Ok(response(200, &[("etag", &etag)], &body[0]["value"].to_string()))
+            }));
+            self.clone()
+        }
+
+        /// The next call (a read) gets 200 with the value the last transaction sent wrote,
+        /// under `etag`: a transaction that ran although its answer said otherwise.
+        pub fn answer_last_written(self: &Rc<Self>, etag: &str) -> Rc<Self> {
+            let etag = etag.to_string();
+            self.answers.borrow_mut().push_back(Box::new(move |sent| {
+                let written = sent.iter().rev().find(|r| r.uri().path().ends_with("/transaction")).expect("no transaction was sent");
+                let body: serde_json::Value = serde_json::from_slice(written.body()).unwrap();
+                Ok(response(200, &[("etag", &etag)], &body["operations"][0]["request"]["value"].to_string()))
+            }));
             self.clone()
         }
 
@@ -177,12 +219,20 @@ pub(crate) mod scripted {
         }
     }
 
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response<Vec<u8>> {
+        let mut response = Response::builder().status(status);
+        for (name, value) in headers {
+            response = response.header(*name, *value);
+        }
+        response.body(body.as_bytes().to_vec()).unwrap()
+    }
+
     impl Transport for Rc<Scripted> {
         fn send(&self, request: Request<Vec<u8>>, limits: &TimeLimits) -> Result<Response<Vec<u8>>, SendFailure> {
             let answer = self.answers.borrow_mut().pop_front();
             self.sent.borrow_mut().push(request);
             self.limits.borrow_mut().push(*limits);
-            answer.expect("the test scripted fewer answers than the code made calls")
+            answer.expect("the test scripted fewer answers than the code made calls")(&self.sent.borrow())
         }
     }
 }
@@ -207,10 +257,20 @@ mod tests {
     }
 
     #[test]
-    fn other_error_codes_are_unreachable_in_the_hosts_words() {
+    fn no_connection_is_unreachable_in_the_hosts_words() {
         assert_eq!(
             SendFailure::from(ErrorCode::ConnectionRefused),
             SendFailure::Unreachable("ErrorCode::ConnectionRefused".into())
         );
+        assert!(!SendFailure::from(ErrorCode::ConnectionRefused).may_have_arrived());
+    }
+
+    #[test]
+    fn a_connection_that_broke_or_timed_out_may_have_delivered_the_request() {
+        // daprd killed mid-call: the request may have run, so a write must be checked, not retried.
+        for code in [ErrorCode::ConnectionTerminated, ErrorCode::HttpProtocolError, ErrorCode::ConnectionReadTimeout] {
+            assert!(SendFailure::from(code.clone()).may_have_arrived(), "{code:?}");
+        }
+        assert!(!SendFailure::Denied.may_have_arrived());
     }
 }

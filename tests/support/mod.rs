@@ -101,6 +101,9 @@ pub struct Stack {
     pub app_port: u16,
     dapr_args: Vec<String>,
     dapr_env: Vec<(String, String)>,
+    /// The component's environment beyond the sidecar's address, for restarts.
+    app_env: Vec<(String, String)>,
+    persistent_redis: bool,
     redis: Process,
     pubsub_redis: Option<Process>,
     daprd: Option<Process>,
@@ -137,6 +140,12 @@ pub struct Options<'a> {
     /// daprd traces every call (scripts/dapr/tracing.yaml: sampling 1) to a Zipkin endpoint
     /// on this port.
     pub zipkin_port: Option<u16>,
+    /// The Redis of the state store (and of the pub/sub, unless it has its own) keeps every
+    /// write on disk before it answers, so that a test can kill it and start it again.
+    pub persistent_redis: bool,
+    /// The state store without its outbox settings, as the course's components/statestore.yaml
+    /// and `dapr init`'s have it.
+    pub statestore_without_outbox: bool,
 }
 
 static STACKS: AtomicUsize = AtomicUsize::new(0);
@@ -164,13 +173,16 @@ impl Stack {
 
         for resource in fs::read_dir(repo().join("scripts/dapr")).unwrap() {
             let path = resource.unwrap().path();
-            let text = fs::read_to_string(&path).unwrap();
+            let mut text = fs::read_to_string(&path).unwrap();
+            if options.statestore_without_outbox && text.contains("type: state.") {
+                text = without_outbox(&text);
+            }
             let port = if text.contains("type: pubsub.") { pubsub_redis_port } else { redis_port };
             fs::write(dir.join("components").join(path.file_name().unwrap()), text.replace("localhost:6379", &format!("127.0.0.1:{port}"))).unwrap();
         }
 
-        let redis = start_redis(&dir, redis_port);
-        let pubsub_redis = options.own_pubsub_redis.then(|| start_persistent_redis(&dir, pubsub_redis_port));
+        let redis = if options.persistent_redis { start_persistent_redis("redis", &dir, redis_port) } else { start_redis(&dir, redis_port) };
+        let pubsub_redis = options.own_pubsub_redis.then(|| start_persistent_redis("pubsub-redis", &dir, pubsub_redis_port));
         let host = start_host("wasmtime", &dir, app_port, dapr_http_port, options.app_env);
         let mut dapr_args = dapr_args(&dir, app_port, dapr_http_port);
         if let Some(port) = options.zipkin_port {
@@ -179,8 +191,10 @@ impl Stack {
             dapr_args.extend(["--config".into(), dir.join("tracing.yaml").display().to_string()]);
         }
         let dapr_env = options.dapr_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let app_env = options.app_env.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         let mut stack = Stack {
-            dir, redis_port, pubsub_redis_port, dapr_http_port, app_port, dapr_args, dapr_env, redis, pubsub_redis, daprd: None, host, replica: None,
+            dir, redis_port, pubsub_redis_port, dapr_http_port, app_port, dapr_args, dapr_env, app_env,
+            persistent_redis: options.persistent_redis, redis, pubsub_redis, daprd: None, host, replica: None,
         };
         stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
         stack.start_daprd();
@@ -211,7 +225,28 @@ impl Stack {
 
     /// Starts it again on the same port, with the streams it had on disk.
     pub fn start_pubsub_redis(&mut self) {
-        self.pubsub_redis = Some(start_persistent_redis(&self.dir, self.pubsub_redis_port));
+        self.pubsub_redis = Some(start_persistent_redis("pubsub-redis", &self.dir, self.pubsub_redis_port));
+    }
+
+    /// Freezes the Redis of the state store (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause_redis(&self) {
+        signal(&self.redis, "STOP");
+    }
+
+    pub fn resume_redis(&self) {
+        signal(&self.redis, "CONT");
+    }
+
+    /// Kills the component's host (SIGKILL), requests in flight and all.
+    pub fn kill_host(&mut self) {
+        self.host.stop();
+    }
+
+    /// Starts the host again on the same port, with the same settings, and waits until it answers.
+    pub fn start_host(&mut self) {
+        let env: Vec<(&str, &str)> = self.app_env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        self.host = start_host("wasmtime", &self.dir, self.app_port, self.dapr_http_port, &env);
+        self.wait_for("the component after its restart (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
     }
 
     pub fn start_daprd(&mut self) {
@@ -229,9 +264,11 @@ impl Stack {
         }
     }
 
+    /// Kills the Redis of the state store (SIGKILL) and starts it again: empty, or with what
+    /// it had on disk (`Options::persistent_redis`).
     pub fn restart_redis(&mut self) {
         self.redis.stop();
-        self.redis = start_redis(&self.dir, self.redis_port);
+        self.redis = if self.persistent_redis { start_persistent_redis("redis", &self.dir, self.redis_port) } else { start_redis(&self.dir, self.redis_port) };
     }
 
     pub fn wait_until_ready(&mut self) {
@@ -285,6 +322,13 @@ impl Stack {
         request(self.app_port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
     }
 
+    /// `redis-cli --raw` against the Redis of the state store, for answers too long for
+    /// `redis_command` (a whole stream).
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli").args(["-p", &self.redis_port.to_string(), "--raw"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Redis's own answer to a command (RESP, inline), e.g. to count keys behind Dapr's back.
     pub fn redis_command(&self, command: &str) -> String {
         redis_command(self.redis_port, command).unwrap()
@@ -309,6 +353,20 @@ impl Drop for Stack {
     }
 }
 
+/// A component's YAML without its `outbox*` metadata entries (each a name line and a value line).
+fn without_outbox(yaml: &str) -> String {
+    let mut kept = Vec::new();
+    let mut lines = yaml.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start().starts_with("- name: outbox") {
+            lines.next();
+        } else {
+            kept.push(line);
+        }
+    }
+    kept.join("\n") + "\n"
+}
+
 /// A fresh folder for one started stack's files and logs.
 fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dapr-spin-hello-e2e-{}-{}", std::process::id(), STACKS.fetch_add(1, Ordering::SeqCst)));
@@ -324,16 +382,31 @@ fn start_host(name: &'static str, dir: &Path, app_port: u16, dapr_http_port: u16
     start_component(name, dir, app_port, &[&[("SPIN_VARIABLE_DAPR_HTTP_PORT", port.as_str())], app_env].concat())
 }
 
+/// Set to a number, the host reuses each instance for up to that many requests
+/// (`wasmtime serve --max-instance-reuse-count`), as a host that pools instances does: the
+/// suites run with it in CI too (scripts/test.sh), so the component must be reuse-safe.
+pub const INSTANCE_REUSE_VAR: &str = "E2E_INSTANCE_REUSE";
+
+/// Set to a CPU list (`taskset -c`), the host runs on those cores only.
+pub const HOST_CORES_VAR: &str = "E2E_HOST_CORES";
+
 /// The composed component under `wasmtime serve` on `port`, with `env` as its WASI environment.
 /// The component reads nothing but Spin variables, so every name is a `SPIN_VARIABLE_*`.
 fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
     let mut args = vec!["serve".to_string(), "-Scli".to_string(), "--addr".to_string(), format!("127.0.0.1:{port}")];
+    if let Ok(count) = std::env::var(INSTANCE_REUSE_VAR) {
+        args.push(format!("--max-instance-reuse-count={count}"));
+    }
     for (name, value) in env {
         assert!(name.starts_with("SPIN_VARIABLE_"), "{name}: the component's settings are Spin variables, SPIN_VARIABLE_<NAME> (README, Configuration)");
         args.extend(["--env".to_string(), format!("{name}={value}")]);
     }
     args.push(wasmtime_component().display().to_string());
-    Process::start(name, dir, "wasmtime", &args)
+    // Pinned to its own cores when asked (bench/soak.sh), as the benchmarks pin a server.
+    match std::env::var(HOST_CORES_VAR) {
+        Ok(cores) => Process::start(name, dir, "taskset", &[["-c".to_string(), cores, "wasmtime".to_string()].as_slice(), &args].concat()),
+        Err(_) => Process::start(name, dir, "wasmtime", &args),
+    }
 }
 
 /// The component alone under `wasmtime serve`, for tests that put their own server where
@@ -417,11 +490,17 @@ fn start_redis(dir: &Path, port: u16) -> Process {
 }
 
 /// A Redis that writes each command to its append-only file before answering: a restart
-/// keeps every stream entry it acknowledged.
-fn start_persistent_redis(dir: &Path, port: u16) -> Process {
-    let data = dir.join("pubsub-redis");
+/// keeps every write and stream entry it acknowledged.
+fn start_persistent_redis(name: &'static str, dir: &Path, port: u16) -> Process {
+    let data = dir.join(name);
     fs::create_dir_all(&data).unwrap();
-    launch_redis("pubsub-redis", dir, port, &["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &data.display().to_string()])
+    launch_redis(name, dir, port, &["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &data.display().to_string()])
+}
+
+/// Sends a signal (`kill -STOP`, ...) to a started process.
+fn signal(process: &Process, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(process.child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name} {} failed", process.name);
 }
 
 fn launch_redis(name: &'static str, dir: &Path, port: u16, storage: &[&str]) -> Process {
@@ -513,4 +592,59 @@ pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
     }
+}
+
+/// One `Received event` line: `Received event: user_id="U" message="M" id=N delivery=D`,
+/// then ` replaces=D1,D2` when the delivery took over from others that never completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub user_id: String,
+    pub message: String,
+    pub id: u64,
+    pub delivery: String,
+    pub replaces: Vec<String>,
+}
+
+/// The `Received event` lines among `lines`, read whole (the message is a quoted string).
+pub fn received(lines: &[String]) -> Vec<Received> {
+    lines.iter().filter_map(|line| line.strip_prefix("Received event: ")).map(|rest| {
+        parse_received(rest).unwrap_or_else(|| panic!("unexpected line: Received event: {rest}"))
+    }).collect()
+}
+
+fn parse_received(rest: &str) -> Option<Received> {
+    let quoted = |text: &str, name: &str| -> Option<(String, usize)> {
+        let text = text.strip_prefix(name)?;
+        let mut values = serde_json::Deserializer::from_str(text).into_iter::<String>();
+        let value = values.next()?.ok()?;
+        Some((value, name.len() + values.byte_offset()))
+    };
+    let (user_id, used) = quoted(rest, "user_id=")?;
+    let rest = rest[used..].strip_prefix(' ')?;
+    let (message, used) = quoted(rest, "message=")?;
+    let fields: std::collections::HashMap<&str, &str> = rest[used..].split_whitespace().filter_map(|f| f.split_once('=')).collect();
+    Some(Received {
+        user_id,
+        message,
+        id: fields.get("id")?.parse().ok()?,
+        delivery: fields.get("delivery")?.to_string(),
+        replaces: fields.get("replaces").map(|r| r.split(',').map(str::to_string).collect()).unwrap_or_default(),
+    })
+}
+
+/// How many times each message was acted on, as a reader of the lines who knows the rule
+/// counts it: a line whose delivery a later line replaces (its host or sidecar died before
+/// it recorded completion, events.rs) was acted on again by that later line, so it does not
+/// count twice. Keyed by (user_id, id, message); also the lines each has, raw.
+pub fn acted_on(received: &[Received]) -> std::collections::BTreeMap<(String, u64, String), (usize, usize)> {
+    let replaced: std::collections::HashSet<&str> = received.iter().flat_map(|r| r.replaces.iter().map(String::as_str)).collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in received {
+        let entry: &mut (usize, usize) = counts.entry((line.user_id.clone(), line.id, line.message.clone())).or_default();
+        entry.1 += 1;
+        if !replaced.contains(line.delivery.as_str()) {
+            entry.0 += 1;
+        }
+    }
+    counts
 }

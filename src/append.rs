@@ -1,0 +1,421 @@
+//! The append: stores a message and publishes its event in one state transaction through
+//! Dapr's outbox, retries after losing a race for the same user, and settles a transaction
+//! whose outcome is unknown by reading the history, so that a retry never stores twice.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::dapr::{Precondition, SaveOutcome};
+use crate::error::ApiError;
+use crate::ids::{random_id, random_u64};
+use crate::messages::{now_rfc3339, unstored_key, History, MessageEvent, Messages, NewMessage, Stored, StoredMessage, RECORD_TTL_SECONDS};
+use crate::transport::Transport;
+
+/// How often an append re-reads and retries after losing a race for the same user.
+pub const MAX_SAVE_ATTEMPTS: u32 = 20;
+/// How often settling reads the history, after a write that fenced nothing off (someone
+/// else wrote) or a read that failed (the sidecar or Redis coming back), `SETTLE_PAUSE` apart.
+const SETTLE_ROUNDS: u32 = 4;
+const SETTLE_PAUSE: Duration = Duration::from_millis(500);
+
+/// What became of a transaction whose answer did not say.
+#[derive(Debug, PartialEq)]
+enum Settled {
+    /// It stored the message.
+    Stored,
+    /// Another write won the race: the transaction's ETag is stale for good.
+    Lost,
+    /// It had not run, and now never will: an unchanged write moved the ETag on.
+    FencedOff,
+}
+
+impl<T: Transport> Messages<'_, T> {
+    /// Stores the message and publishes its event, both or neither: one state transaction
+    /// through Dapr's outbox (`save_state_with_event`). Optimistic concurrency: read the
+    /// history with its ETag, append, write only if the ETag still matches; after losing a
+    /// race, re-read and retry after a short random back-off, at most `MAX_SAVE_ATTEMPTS` times.
+    ///
+    /// The outbox on state.redis (README, "Stored means published"):
+    /// - a transaction without an ETag overwrites an existing key, so a new user's history is
+    ///   first created empty outside any transaction, where first-write refuses an existing key;
+    /// - a stale ETag fails the transaction with 500 ERR_STATE_TRANSACTION (not 409), stores
+    ///   nothing, and still publishes the event: a phantom, which the subscriber recognises by
+    ///   its write id (events.rs), and by the write's `unstored/` mark once the history has
+    ///   forgotten that message id;
+    /// - the same error, a time-out or a broken connection can also follow a transaction that
+    ///   ran: `settle` reads the history and decides by the write id.
+    pub fn store_and_publish(&self, new: &NewMessage) -> Result<StoredMessage, ApiError> {
+        let created_at = now_rfc3339();
+        for attempt in 0..MAX_SAVE_ATTEMPTS {
+            let Some((mut history, etag)) = self.history(&new.user_id)? else {
+                self.create_history(&new.user_id)?;
+                continue;
+            };
+            let etag = etag.ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_GATEWAY, format!("the state store returned no ETag for user {:?}", new.user_id))
+            })?;
+            let write_id = random_id();
+            let stored = history.append(new.text.clone(), created_at.clone(), self.config.history_limit, write_id.clone());
+            let event = MessageEvent::of(&new.user_id, &stored, write_id.clone());
+            let outcome = self.dapr.save_state_with_event(&self.config.state_store, &new.user_id, &history, &etag, &event);
+            let settled = match outcome.map_err(|e| ApiError { message: format!("{}; nothing was stored", e.message), ..e })? {
+                SaveOutcome::Saved => return Ok(stored),
+                SaveOutcome::Conflict => Settled::Lost,
+                SaveOutcome::Unknown(why) => {
+                    let definite = !may_have_run_anyway(&why);
+                    let settled = self.settle(&new.user_id, &stored, &write_id, &etag, definite).map_err(|e| may_have_stored(&why, &e))?;
+                    if settled == Settled::Stored && definite {
+                        return Err(no_outbox(&self.config.state_store, &why));
+                    }
+                    settled
+                }
+            };
+            if settled == Settled::Stored {
+                return Ok(stored);
+            }
+            self.mark_unstored(&new.user_id, &stored, &write_id)?;
+            if settled == Settled::FencedOff {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the state store did not run the transaction that stores the message for user {:?}; nothing was stored", new.user_id),
+                ));
+            }
+            std::thread::sleep(backoff(attempt));
+        }
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many concurrent writes for user {:?}: gave up after {MAX_SAVE_ATTEMPTS} attempts; nothing was stored, try again",
+                new.user_id
+            ),
+        ))
+    }
+
+    /// Decides what became of the transaction of write `write_id`, sent with `etag`, whose
+    /// answer did not say. Read the history: the write is there, or another write is (ETags
+    /// only grow, so the transaction's ETag can never match again). If the ETag has not
+    /// moved, the transaction has not run yet, but may still (queued in the sidecar or the
+    /// store): write the history back unchanged under that ETag, which moves it on, so that
+    /// the transaction can never run; if that write loses, something else landed: read again.
+    /// `failed`: the transaction answered an error of its own (not a time-out): on a store
+    /// with the outbox it then did not run, so a message id the history limit has dropped
+    /// since was another write's.
+    fn settle(&self, user_id: &str, stored: &StoredMessage, write_id: &str, etag: &str, failed: bool) -> Result<Settled, ApiError> {
+        let mut failure = unsettled(user_id, "other writes kept landing");
+        for round in 0..SETTLE_ROUNDS {
+            if round > 0 {
+                std::thread::sleep(SETTLE_PAUSE);
+            }
+            let (history, now) = match self.history(user_id) {
+                Ok(Some(read)) => read,
+                Ok(None) => return Err(unsettled(user_id, "its history is gone")),
+                Err(e) => {
+                    failure = e;
+                    continue;
+                }
+            };
+            match history.stored_by(stored.id, &stored.message, write_id) {
+                Stored::Yes => return Ok(Settled::Stored),
+                Stored::Forgotten if failed => return Ok(Settled::Lost),
+                Stored::Forgotten => return Err(unsettled(user_id, "the history limit dropped its message id since")),
+                Stored::No if now.as_deref() != Some(etag) => return Ok(Settled::Lost),
+                Stored::No => {}
+            }
+            match self.dapr.save_state(&self.config.state_store, user_id, &history, Precondition::ETag(etag), None) {
+                Ok(SaveOutcome::Saved) => return Ok(Settled::FencedOff),
+                Ok(_) => {}
+                Err(e) => failure = e,
+            }
+        }
+        Err(failure)
+    }
+
+    /// Creates an empty history, unless one exists (then another writer just created it).
+    fn create_history(&self, user_id: &str) -> Result<(), ApiError> {
+        self.dapr.save_state(&self.config.state_store, user_id, &History::default(), Precondition::Missing, None).map(|_| ())
+    }
+
+    /// Marks write `write_id` as one that stored nothing, for the subscriber (`unstored_key`).
+    fn mark_unstored(&self, user_id: &str, stored: &StoredMessage, write_id: &str) -> Result<(), ApiError> {
+        let mark = serde_json::json!({ "user_id": user_id, "id": stored.id });
+        let key = unstored_key(write_id);
+        self.dapr.save_state(&self.config.state_store, &key, &mark, Precondition::Missing, Some(RECORD_TTL_SECONDS)).map(|_| ())
+    }
+}
+
+/// Whether a transaction that answered `error` may still have run: anything but an error
+/// reply from Redis itself (`ERR …`: a stale ETag, or the RedisJSON command of a store
+/// without the outbox), such as no answer in time, a broken connection, or Dapr's own
+/// "EOF" or "i/o timeout" when Redis went away mid-transaction (measured in tests/chaos.rs).
+fn may_have_run_anyway(error: &ApiError) -> bool {
+    !(error.dapr_error_code.as_deref() == Some("ERR_STATE_TRANSACTION") && error.message.contains(": ERR "))
+}
+
+fn unsettled(user_id: &str, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!("cannot tell whether the transaction for user {user_id:?} ran: {why}"),
+    )
+}
+
+/// The first failure, with what settling it found: the message may have been stored.
+fn may_have_stored(first: &ApiError, settling: &ApiError) -> ApiError {
+    ApiError {
+        message: format!(
+            "{}; then, reading the history to settle it: {}; the message may have been stored: read the history before you retry",
+            first.message, settling.message
+        ),
+        ..first.clone()
+    }
+}
+
+/// The transaction failed, yet it stored the message: what a state store without the
+/// outbox does with the `outbox.projection` operation. It published no event.
+fn no_outbox(store: &str, why: &ApiError) -> ApiError {
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!(
+            "state store {store} has no outbox: its transaction failed ({}) yet stored the message, and no event was published. \
+             Set outboxPublishPubsub and outboxPublishTopic in its component (scripts/dapr/statestore.yaml shows how); \
+             the message is stored once, without its event",
+            why.message
+        ),
+        ..why.clone()
+    }
+}
+
+/// Up to 2^attempt ms (capped at 64 ms), chosen at random so that racing writers spread out.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_ms = 1u64 << attempt.min(6);
+    Duration::from_millis(1 + random_u64() % ceiling_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::dapr::DaprClient;
+    use crate::transport::scripted::Scripted;
+    use crate::transport::SendFailure;
+    use serde_json::json;
+
+    fn config() -> Config {
+        Config::from_lookup(|_| None).unwrap()
+    }
+
+    fn history_json(texts: &[&str]) -> String {
+        let mut history = History::default();
+        for (n, text) in texts.iter().enumerate() {
+            history.append(text.to_string(), "t".into(), 100, format!("w{n}"));
+        }
+        serde_json::to_string(&history).unwrap()
+    }
+
+    fn store(dapr: &std::rc::Rc<Scripted>, text: &str) -> Result<StoredMessage, ApiError> {
+        let client = DaprClient::new(dapr.clone(), &config());
+        let new = NewMessage { user_id: "ann".into(), text: text.into() };
+        Messages { dapr: &client, config: &config() }.store_and_publish(&new)
+    }
+
+    /// daprd 1.18.1's answers on state.redis (measured): a stale ETag, and a store without the outbox.
+    const STALE_ETAG: &str = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: ERR user_script:14: failed to set key dapr-spin-hello||ann"}"#;
+    const NO_OUTBOX: &str = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: ERR Unknown Redis command called from script script: c5d8cabb8162d7f0980fe627a55d83f54c800e66, on @user_script:4."}"#;
+
+    #[test]
+    fn the_message_and_its_event_go_in_one_transaction_with_the_etag() {
+        let dapr = Scripted::new().answer(200, &[("etag", "4")], &history_json(&["one"])).answer(204, &[], "");
+        let stored = store(&dapr, "two").unwrap();
+        assert_eq!(stored.id, 2);
+        assert_eq!(dapr.calls()[1], "POST http://localhost:3500/v1.0/state/statestore/transaction");
+        let operations = &dapr.json_sent(1)["operations"];
+        let (written, event) = (&operations[0]["request"], &operations[1]["request"]["value"]);
+        assert_eq!(written["etag"], "4");
+        assert_eq!(written["value"]["messages"][1]["message"], "two");
+        let write_id = written["value"]["write_ids"]["2"].as_str().unwrap();
+        assert_eq!(write_id.len(), 32);
+        assert_eq!(
+            event,
+            &json!({"user_id": "ann", "message": "two", "id": 2, "created_at": stored.created_at, "write_id": write_id})
+        );
+    }
+
+    #[test]
+    fn each_attempt_has_its_own_write_id() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(500, &[], STALE_ETAG)
+            .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(204, &[], "");
+        assert_eq!(store(&dapr, "mine").unwrap().id, 3);
+        let lost = &dapr.json_sent(1)["operations"][1]["request"]["value"];
+        let won = &dapr.json_sent(5)["operations"][1]["request"]["value"];
+        assert_eq!((lost["id"].clone(), won["id"].clone()), (json!(2), json!(3)));
+        assert_ne!(lost["write_id"], won["write_id"]);
+        assert_eq!(dapr.json_sent(5)["operations"][0]["request"]["etag"], "2");
+        // The losing write is marked, for the subscriber to tell its event once id 2 is forgotten.
+        let unstored = format!("unstored/{}", lost["write_id"].as_str().unwrap());
+        assert_eq!(dapr.json_sent(3)[0]["key"], unstored);
+        assert_eq!(dapr.json_sent(3)[0]["value"], json!({"user_id": "ann", "id": 2}));
+    }
+
+    #[test]
+    fn a_new_user_gets_an_empty_history_first_outside_the_transaction() {
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "1")], &history_json(&[]))
+            .answer(204, &[], "");
+        assert_eq!(store(&dapr, "first").unwrap().id, 1);
+        assert_eq!(dapr.calls()[1], "POST http://localhost:3500/v1.0/state/statestore");
+        let created = &dapr.json_sent(1)[0];
+        assert_eq!(created["value"], json!({"next_id": 0, "messages": [], "write_ids": {}}));
+        assert!(created.get("etag").is_none());
+        assert_eq!(dapr.json_sent(3)["operations"][0]["request"]["etag"], "1");
+    }
+
+    #[test]
+    fn a_history_created_meanwhile_by_another_writer_is_used() {
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#)
+            .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
+            .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
+            .answer(204, &[], "");
+        assert_eq!(store(&dapr, "mine").unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_failed_create_of_a_still_missing_history_is_an_error() {
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"disk full"}"#)
+            .answer(204, &[], "");
+        let err = store(&dapr, "mine").unwrap_err();
+        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE")));
+    }
+
+    #[test]
+    fn a_failed_transaction_with_an_unchanged_etag_is_fenced_off_and_stored_nothing() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(500, &[], STALE_ETAG)
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(204, &[], "")
+            .answer(204, &[], "");
+        let err = store(&dapr, "m").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert!(err.message.ends_with("nothing was stored"), "{err}");
+        // The history read, written back unchanged under the transaction's ETag: that moves
+        // the ETag on, so the transaction can never run later.
+        let fence = &dapr.json_sent(3)[0];
+        assert_eq!((fence["key"].clone(), fence["etag"].clone()), (json!("ann"), json!("1")));
+        assert_eq!(fence["value"], serde_json::from_str::<serde_json::Value>(&history_json(&["one"])).unwrap());
+        assert_eq!(dapr.calls().len(), 5, "no retry: {:?}", dapr.calls());
+    }
+
+    #[test]
+    fn a_transaction_that_ran_but_lost_its_answer_is_stored_once() {
+        for lost in [SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()), SendFailure::Broken("the connection closed".into())] {
+            let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).fail(lost.clone()).answer_last_written("2");
+            assert_eq!(store(&dapr, "two").unwrap().id, 2, "{lost:?}");
+            assert_eq!(dapr.calls().len(), 3, "one read settles it, no retry: {:?}", dapr.calls());
+        }
+    }
+
+    #[test]
+    fn settling_reads_again_while_the_sidecar_comes_back() {
+        let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).fail(SendFailure::Broken("reset".into())).refuse().answer_last_written("2");
+        assert_eq!(store(&dapr, "two").unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_redis_that_went_away_after_the_transaction_ran_is_stored_once() {
+        // Dapr's words when Redis timed out or was killed mid-transaction: not Redis's `ERR`.
+        for message in ["read tcp 127.0.0.1:1->127.0.0.1:6379: i/o timeout", "error while executing state transaction: EOF"] {
+            let answer = json!({"errorCode": "ERR_STATE_TRANSACTION", "message": message}).to_string();
+            let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).answer(500, &[], &answer).answer_last_written("2");
+            assert_eq!(store(&dapr, "two").unwrap().id, 2, "{message}");
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_whose_race_another_write_won_is_retried() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .fail(SendFailure::Broken("the connection closed".into()))
+            .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(204, &[], "");
+        assert_eq!(store(&dapr, "mine").unwrap().id, 3);
+    }
+
+    #[test]
+    fn a_store_without_the_outbox_is_a_500_naming_the_settings_after_one_copy() {
+        // Measured (daprd 1.18.1, a state.redis without outbox settings): the transaction
+        // fails, and its write has landed.
+        let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).answer(500, &[], NO_OUTBOX).answer_last_written("2");
+        let err = store(&dapr, "two").unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        for says in ["no outbox", "outboxPublishPubsub", "outboxPublishTopic", "stored once"] {
+            assert!(err.message.contains(says), "{err} should say {says}");
+        }
+        assert_eq!(dapr.calls().len(), 3, "no retry loop: {:?}", dapr.calls());
+    }
+
+    #[test]
+    fn pub_sub_down_stores_nothing_and_says_so() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(500, &[], r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#);
+        let err = store(&dapr, "m").unwrap_err();
+        assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_PUBLISH_OUTBOX"));
+        assert!(err.message.contains("connection refused; nothing was stored"), "{err}");
+    }
+
+    #[test]
+    fn a_transaction_whose_outcome_cannot_be_read_may_have_stored() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
+        for _ in 0..SETTLE_ROUNDS {
+            dapr.refuse();
+        }
+        let err = store(&dapr, "m").unwrap_err();
+        assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(err.message.ends_with("the message may have been stored: read the history before you retry"), "{err}");
+    }
+
+    #[test]
+    fn a_409_is_a_conflict_too() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(409, &[], "")
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "2")], &history_json(&["one", "two"]))
+            .answer(204, &[], "");
+        assert_eq!(store(&dapr, "three").unwrap().id, 3);
+    }
+
+    #[test]
+    fn store_gives_up_with_503_after_bounded_conflicts() {
+        let dapr = Scripted::new();
+        for _ in 0..MAX_SAVE_ATTEMPTS {
+            dapr.answer(200, &[("etag", "1")], &history_json(&["one"])).answer(409, &[], "").answer(204, &[], "");
+        }
+        let err = store(&dapr, "m").unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(dapr.sent.borrow().len(), 3 * MAX_SAVE_ATTEMPTS as usize);
+    }
+
+    #[test]
+    fn stored_value_that_is_not_a_history_is_502() {
+        let dapr = Scripted::new().answer(200, &[], r#"{"message":"legacy"}"#);
+        let client = DaprClient::new(dapr, &config());
+        let err = Messages { dapr: &client, config: &config() }.history("ann").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+    }
+}
