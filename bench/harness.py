@@ -84,9 +84,7 @@ def tail(path, lines=30):
     return "\n".join(text.splitlines()[-lines:])
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return int(subprocess.check_output([str(REPO / "scripts/lib/free_ports.py"), "1"], text=True))
 
 def port_busy(port):
     with socket.socket() as s:

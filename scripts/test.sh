@@ -57,11 +57,7 @@ E2E_INSTANCE_REUSE=128 cargo test --quiet --test real_stack --test delivery --te
 
 echo "==> the local Tilt loop once: tilt ci -- --local --host=wasmtime (redis, daprd, app, smoke test), on free ports"
 # Free ports, not the defaults: something else on a CI machine may hold 8000, 3500 or 6379.
-read -r APP_PORT DAPR_HTTP_PORT DAPR_GRPC_PORT DAPR_METRICS_PORT REDIS_PORT < <(python3 -c '
-import socket
-sockets = [socket.socket() for _ in range(5)]
-for s in sockets: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in sockets))')
+read -r APP_PORT DAPR_HTTP_PORT DAPR_GRPC_PORT DAPR_METRICS_PORT REDIS_PORT < <(scripts/lib/free_ports.py 5)
 (export APP_PORT DAPR_HTTP_PORT DAPR_GRPC_PORT DAPR_METRICS_PORT REDIS_PORT; tilt ci --port 0 -- --local --host=wasmtime) 2>&1 | tee -a "$log"
 echo "1 passed (tilt ci)" >> "$log"
 

@@ -71,27 +71,15 @@ sim_wait() {
 
 http_ok() { curl -fsk --max-time 2 "$1" >/dev/null; }
 
-# Free local ports, chosen once per cluster and kept in ports.env, so a restart finds its own.
-# They are picked below 32768, outside the range the kernel hands out to outgoing connections
-# (and to bind(0)), so no connection made meanwhile takes one before its process binds it.
+# Free local ports, chosen once per cluster and kept in ports.env, so a restart finds its own:
+# below 32768, where no outgoing connection takes one before its process binds it
+# (scripts/lib/free_ports.py).
 sim_ports() {
   if [ ! -f "$SIM_DIR/ports.env" ]; then
     local names=(ETCD ETCD_PEER APISERVER CONTROLLER_MANAGER SCHEDULER OPERATOR_PROBE SENTRY SENTRY_HEALTHZ SENTRY_METRICS INJECTOR INJECTOR_HEALTHZ INJECTOR_METRICS)
-    python3 - "${names[@]}" >"$SIM_DIR/ports.env" <<'PY'
-import random, socket, sys
-sockets = []
-for name in sys.argv[1:]:
-    while True:
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", random.randrange(20000, 32768)))
-            break
-        except OSError:
-            s.close()
-    sockets.append(s)
-for name, s in zip(sys.argv[1:], sockets):
-    print(f"{name}_PORT={s.getsockname()[1]}")
-PY
+    local ports i
+    read -r -a ports <<<"$(python3 "$repo/scripts/lib/free_ports.py" "${#names[@]}")"
+    for i in "${!names[@]}"; do echo "${names[i]}_PORT=${ports[i]}"; done >"$SIM_DIR/ports.env"
   fi
   # shellcheck source=/dev/null
   . "$SIM_DIR/ports.env"

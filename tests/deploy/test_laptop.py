@@ -18,7 +18,6 @@ import subprocess
 import threading
 import time
 import urllib.request
-from contextlib import ExitStack
 
 import pytest
 
@@ -60,11 +59,7 @@ esac
 
 
 def free_ports(n):
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
+    return [int(port) for port in subprocess.check_output([str(REPO / "scripts/lib/free_ports.py"), str(n)], text=True).split()]
 
 
 def redis_cli(port, *args):

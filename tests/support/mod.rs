@@ -7,13 +7,16 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
 use std::fs;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const APP_ID: &str = "dapr-spin-hello";
@@ -48,8 +51,21 @@ pub fn wasmtime_component() -> &'static Path {
     })
 }
 
+/// A free loopback port for a process of the stack to listen on. Picked at random below
+/// 32768, outside the kernel's range for outgoing connections and bind(0)
+/// (`ip_local_port_range`): a port the kernel handed out could be taken by any connection
+/// made before the process binds it, such as one of the chaos test's clients' (seen in CI:
+/// daprd's "bind: address already in use"). Never the same port twice in one test binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = 20_000 + (RandomState::new().build_hasher().finish() % 12_768) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// A started process whose output goes to a log file in the stack's folder.
