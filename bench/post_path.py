@@ -4,8 +4,9 @@
     python3 bench/post_path.py before=/path/to/old.wasm after=target/wasm32-wasip2/release/dapr_spin_hello.wasm
 
 For each .wasm: redis-server, daprd with the repo's components, and `wasmtime serve` with the
-component (composed with the variables adapter, so a .wasm that reads Spin variables), whose calls to the sidecar pass through a proxy here that counts them. The app
-subscribes to another topic (the `pubsub_topic` Spin variable), so that the count holds the POST path's calls
+component (composed with the Spin variables adapter, so a .wasm that reads Spin variables),
+whose calls to the sidecar pass through a proxy here that counts them. The app subscribes to
+another topic (the `pubsub_topic` variable), so that the count holds the POST path's calls
 only. Per .wasm: 200 POSTs one after another for one user (p50, p99, calls per POST), then 50
 at once for another (wall time, calls per POST). Pinned as bench/fairness.py says: the
 component on its core, the rest on the other. daprd, redis-server and wasmtime from PATH
