@@ -9,7 +9,10 @@ use http::StatusCode;
 use crate::dapr::{Precondition, SaveOutcome};
 use crate::error::ApiError;
 use crate::ids::{random_id, random_u64};
-use crate::messages::{now_rfc3339, unstored_key, History, MessageEvent, Messages, NewMessage, Stored, StoredMessage, RECORD_TTL_SECONDS};
+use crate::messages::{
+    now_rfc3339, unstored_key, History, MessageEvent, Messages, NewMessage, Stored, StoredMessage,
+    RECORD_TTL_SECONDS,
+};
 use crate::transport::Transport;
 
 /// How often an append re-reads and retries after losing a race for the same user.
@@ -53,18 +56,37 @@ impl<T: Transport> Messages<'_, T> {
                 continue;
             };
             let etag = etag.ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_GATEWAY, format!("the state store returned no ETag for user {:?}", new.user_id))
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the state store returned no ETag for user {:?}", new.user_id),
+                )
             })?;
             let write_id = random_id();
-            let stored = history.append(new.text.clone(), created_at.clone(), self.config.history_limit, write_id.clone());
+            let stored = history.append(
+                new.text.clone(),
+                created_at.clone(),
+                self.config.history_limit,
+                write_id.clone(),
+            );
             let event = MessageEvent::of(&new.user_id, &stored, write_id.clone());
-            let outcome = self.dapr.save_state_with_event(&self.config.state_store, &new.user_id, &history, &etag, &event);
-            let settled = match outcome.map_err(|e| ApiError { message: format!("{}; nothing was stored", e.message), ..e })? {
+            let outcome = self.dapr.save_state_with_event(
+                &self.config.state_store,
+                &new.user_id,
+                &history,
+                &etag,
+                &event,
+            );
+            let settled = match outcome.map_err(|e| ApiError {
+                message: format!("{}; nothing was stored", e.message),
+                ..e
+            })? {
                 SaveOutcome::Saved => return Ok(stored),
                 SaveOutcome::Conflict => Settled::Lost,
                 SaveOutcome::Unknown(why) => {
                     let definite = !may_have_run_anyway(&why);
-                    let settled = self.settle(&new.user_id, &stored, &write_id, &etag, definite).map_err(|e| may_have_stored(&why, &e))?;
+                    let settled = self
+                        .settle(&new.user_id, &stored, &write_id, &etag, definite)
+                        .map_err(|e| may_have_stored(&why, &e))?;
                     if settled == Settled::Stored && definite {
                         return Err(no_outbox(&self.config.state_store, &why));
                     }
@@ -101,7 +123,14 @@ impl<T: Transport> Messages<'_, T> {
     /// `failed`: the transaction answered an error of its own (not a time-out): on a store
     /// with the outbox it then did not run, so a message id the history limit has dropped
     /// since was another write's.
-    fn settle(&self, user_id: &str, stored: &StoredMessage, write_id: &str, etag: &str, failed: bool) -> Result<Settled, ApiError> {
+    fn settle(
+        &self,
+        user_id: &str,
+        stored: &StoredMessage,
+        write_id: &str,
+        etag: &str,
+        failed: bool,
+    ) -> Result<Settled, ApiError> {
         let mut failure = unsettled(user_id, "other writes kept landing");
         for round in 0..SETTLE_ROUNDS {
             if round > 0 {
@@ -118,11 +147,22 @@ impl<T: Transport> Messages<'_, T> {
             match history.stored_by(stored.id, &stored.message, write_id) {
                 Stored::Yes => return Ok(Settled::Stored),
                 Stored::Forgotten if failed => return Ok(Settled::Lost),
-                Stored::Forgotten => return Err(unsettled(user_id, "the history limit dropped its message id since")),
+                Stored::Forgotten => {
+                    return Err(unsettled(
+                        user_id,
+                        "the history limit dropped its message id since",
+                    ))
+                }
                 Stored::No if now.as_deref() != Some(etag) => return Ok(Settled::Lost),
                 Stored::No => {}
             }
-            match self.dapr.save_state(&self.config.state_store, user_id, &history, Precondition::ETag(etag), None) {
+            match self.dapr.save_state(
+                &self.config.state_store,
+                user_id,
+                &history,
+                Precondition::ETag(etag),
+                None,
+            ) {
                 Ok(SaveOutcome::Saved) => return Ok(Settled::FencedOff),
                 Ok(_) => {}
                 Err(e) => failure = e,
@@ -133,14 +173,30 @@ impl<T: Transport> Messages<'_, T> {
 
     /// Creates an empty history, unless one exists (then another writer just created it).
     fn create_history(&self, user_id: &str) -> Result<(), ApiError> {
-        self.dapr.save_state(&self.config.state_store, user_id, &History::default(), Precondition::Missing, None).map(|_| ())
+        self.dapr
+            .save_state(
+                &self.config.state_store,
+                user_id,
+                &History::default(),
+                Precondition::Missing,
+                None,
+            )
+            .map(|_| ())
     }
 
     /// Marks write `write_id` as one that stored nothing, for the subscriber (`unstored_key`).
     fn mark_unstored(&self, user_id: &str, stored: &StoredMessage, write_id: &str) -> Result<(), ApiError> {
         let mark = serde_json::json!({ "user_id": user_id, "id": stored.id });
         let key = unstored_key(write_id);
-        self.dapr.save_state(&self.config.state_store, &key, &mark, Precondition::Missing, Some(RECORD_TTL_SECONDS)).map(|_| ())
+        self.dapr
+            .save_state(
+                &self.config.state_store,
+                &key,
+                &mark,
+                Precondition::Missing,
+                Some(RECORD_TTL_SECONDS),
+            )
+            .map(|_| ())
     }
 }
 
@@ -214,8 +270,15 @@ mod tests {
 
     fn store(dapr: &std::rc::Rc<Scripted>, text: &str) -> Result<StoredMessage, ApiError> {
         let client = DaprClient::new(dapr.clone(), &config());
-        let new = NewMessage { user_id: "ann".into(), text: text.into() };
-        Messages { dapr: &client, config: &config() }.store_and_publish(&new)
+        let new = NewMessage {
+            user_id: "ann".into(),
+            text: text.into(),
+        };
+        Messages {
+            dapr: &client,
+            config: &config(),
+        }
+        .store_and_publish(&new)
     }
 
     /// daprd 1.18.1's answers on state.redis (measured): a stale ETag, and a store without the outbox.
@@ -224,10 +287,15 @@ mod tests {
 
     #[test]
     fn the_message_and_its_event_go_in_one_transaction_with_the_etag() {
-        let dapr = Scripted::new().answer(200, &[("etag", "4")], &history_json(&["one"])).answer(204, &[], "");
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "4")], &history_json(&["one"]))
+            .answer(204, &[], "");
         let stored = store(&dapr, "two").unwrap();
         assert_eq!(stored.id, 2);
-        assert_eq!(dapr.calls()[1], "POST http://localhost:3500/v1.0/state/statestore/transaction");
+        assert_eq!(
+            dapr.calls()[1],
+            "POST http://localhost:3500/v1.0/state/statestore/transaction"
+        );
         let operations = &dapr.json_sent(1)["operations"];
         let (written, event) = (&operations[0]["request"], &operations[1]["request"]["value"]);
         assert_eq!(written["etag"], "4");
@@ -269,9 +337,15 @@ mod tests {
             .answer(200, &[("etag", "1")], &history_json(&[]))
             .answer(204, &[], "");
         assert_eq!(store(&dapr, "first").unwrap().id, 1);
-        assert_eq!(dapr.calls()[1], "POST http://localhost:3500/v1.0/state/statestore");
+        assert_eq!(
+            dapr.calls()[1],
+            "POST http://localhost:3500/v1.0/state/statestore"
+        );
         let created = &dapr.json_sent(1)[0];
-        assert_eq!(created["value"], json!({"next_id": 0, "messages": [], "write_ids": {}}));
+        assert_eq!(
+            created["value"],
+            json!({"next_id": 0, "messages": [], "write_ids": {}})
+        );
         assert!(created.get("etag").is_none());
         assert_eq!(dapr.json_sent(3)["operations"][0]["request"]["etag"], "1");
     }
@@ -280,7 +354,11 @@ mod tests {
     fn a_history_created_meanwhile_by_another_writer_is_used() {
         let dapr = Scripted::new()
             .answer(204, &[], "")
-            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#)
+            .answer(
+                500,
+                &[],
+                r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#,
+            )
             .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
             .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
             .answer(204, &[], "");
@@ -291,10 +369,17 @@ mod tests {
     fn a_failed_create_of_a_still_missing_history_is_an_error() {
         let dapr = Scripted::new()
             .answer(204, &[], "")
-            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"disk full"}"#)
+            .answer(
+                500,
+                &[],
+                r#"{"errorCode":"ERR_STATE_SAVE","message":"disk full"}"#,
+            )
             .answer(204, &[], "");
         let err = store(&dapr, "mine").unwrap_err();
-        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE")));
+        assert_eq!(
+            (err.status, err.dapr_error_code.as_deref()),
+            (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE"))
+        );
     }
 
     #[test]
@@ -311,32 +396,59 @@ mod tests {
         // The history read, written back unchanged under the transaction's ETag: that moves
         // the ETag on, so the transaction can never run later.
         let fence = &dapr.json_sent(3)[0];
-        assert_eq!((fence["key"].clone(), fence["etag"].clone()), (json!("ann"), json!("1")));
-        assert_eq!(fence["value"], serde_json::from_str::<serde_json::Value>(&history_json(&["one"])).unwrap());
+        assert_eq!(
+            (fence["key"].clone(), fence["etag"].clone()),
+            (json!("ann"), json!("1"))
+        );
+        assert_eq!(
+            fence["value"],
+            serde_json::from_str::<serde_json::Value>(&history_json(&["one"])).unwrap()
+        );
         assert_eq!(dapr.calls().len(), 5, "no retry: {:?}", dapr.calls());
     }
 
     #[test]
     fn a_transaction_that_ran_but_lost_its_answer_is_stored_once() {
-        for lost in [SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()), SendFailure::Broken("the connection closed".into())] {
-            let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).fail(lost.clone()).answer_last_written("2");
+        for lost in [
+            SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()),
+            SendFailure::Broken("the connection closed".into()),
+        ] {
+            let dapr = Scripted::new()
+                .answer(200, &[("etag", "1")], &history_json(&["one"]))
+                .fail(lost.clone())
+                .answer_last_written("2");
             assert_eq!(store(&dapr, "two").unwrap().id, 2, "{lost:?}");
-            assert_eq!(dapr.calls().len(), 3, "one read settles it, no retry: {:?}", dapr.calls());
+            assert_eq!(
+                dapr.calls().len(),
+                3,
+                "one read settles it, no retry: {:?}",
+                dapr.calls()
+            );
         }
     }
 
     #[test]
     fn settling_reads_again_while_the_sidecar_comes_back() {
-        let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).fail(SendFailure::Broken("reset".into())).refuse().answer_last_written("2");
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .fail(SendFailure::Broken("reset".into()))
+            .refuse()
+            .answer_last_written("2");
         assert_eq!(store(&dapr, "two").unwrap().id, 2);
     }
 
     #[test]
     fn a_redis_that_went_away_after_the_transaction_ran_is_stored_once() {
         // Dapr's words when Redis timed out or was killed mid-transaction: not Redis's `ERR`.
-        for message in ["read tcp 127.0.0.1:1->127.0.0.1:6379: i/o timeout", "error while executing state transaction: EOF"] {
+        for message in [
+            "read tcp 127.0.0.1:1->127.0.0.1:6379: i/o timeout",
+            "error while executing state transaction: EOF",
+        ] {
             let answer = json!({"errorCode": "ERR_STATE_TRANSACTION", "message": message}).to_string();
-            let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).answer(500, &[], &answer).answer_last_written("2");
+            let dapr = Scripted::new()
+                .answer(200, &[("etag", "1")], &history_json(&["one"]))
+                .answer(500, &[], &answer)
+                .answer_last_written("2");
             assert_eq!(store(&dapr, "two").unwrap().id, 2, "{message}");
         }
     }
@@ -357,10 +469,18 @@ mod tests {
     fn a_store_without_the_outbox_is_a_500_naming_the_settings_after_one_copy() {
         // Measured (daprd 1.18.1, a state.redis without outbox settings): the transaction
         // fails, and its write has landed.
-        let dapr = Scripted::new().answer(200, &[("etag", "1")], &history_json(&["one"])).answer(500, &[], NO_OUTBOX).answer_last_written("2");
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(500, &[], NO_OUTBOX)
+            .answer_last_written("2");
         let err = store(&dapr, "two").unwrap_err();
         assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        for says in ["no outbox", "outboxPublishPubsub", "outboxPublishTopic", "stored once"] {
+        for says in [
+            "no outbox",
+            "outboxPublishPubsub",
+            "outboxPublishTopic",
+            "stored once",
+        ] {
             assert!(err.message.contains(says), "{err} should say {says}");
         }
         assert_eq!(dapr.calls().len(), 3, "no retry loop: {:?}", dapr.calls());
@@ -370,10 +490,17 @@ mod tests {
     fn pub_sub_down_stores_nothing_and_says_so() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
-            .answer(500, &[], r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#);
+            .answer(
+                500,
+                &[],
+                r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#,
+            );
         let err = store(&dapr, "m").unwrap_err();
         assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_PUBLISH_OUTBOX"));
-        assert!(err.message.contains("connection refused; nothing was stored"), "{err}");
+        assert!(
+            err.message.contains("connection refused; nothing was stored"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -386,7 +513,11 @@ mod tests {
         }
         let err = store(&dapr, "m").unwrap_err();
         assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
-        assert!(err.message.ends_with("the message may have been stored: read the history before you retry"), "{err}");
+        assert!(
+            err.message
+                .ends_with("the message may have been stored: read the history before you retry"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -404,7 +535,9 @@ mod tests {
     fn store_gives_up_with_503_after_bounded_conflicts() {
         let dapr = Scripted::new();
         for _ in 0..MAX_SAVE_ATTEMPTS {
-            dapr.answer(200, &[("etag", "1")], &history_json(&["one"])).answer(409, &[], "").answer(204, &[], "");
+            dapr.answer(200, &[("etag", "1")], &history_json(&["one"]))
+                .answer(409, &[], "")
+                .answer(204, &[], "");
         }
         let err = store(&dapr, "m").unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -415,7 +548,12 @@ mod tests {
     fn stored_value_that_is_not_a_history_is_502() {
         let dapr = Scripted::new().answer(200, &[], r#"{"message":"legacy"}"#);
         let client = DaprClient::new(dapr, &config());
-        let err = Messages { dapr: &client, config: &config() }.history("ann").unwrap_err();
+        let err = Messages {
+            dapr: &client,
+            config: &config(),
+        }
+        .history("ann")
+        .unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
     }
 }

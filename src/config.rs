@@ -67,7 +67,11 @@ impl Config {
                     values.insert(name, value);
                 }
                 Err(Error::Undefined(_)) => {}
-                Err(e) => return Err(config_error(format!("cannot read the Spin variable {name}: {e:?}"))),
+                Err(e) => {
+                    return Err(config_error(format!(
+                        "cannot read the Spin variable {name}: {e:?}"
+                    )))
+                }
             }
         }
         Config::from_lookup(|name| values.get(name).cloned())
@@ -75,10 +79,17 @@ impl Config {
 
     /// Reads the settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ApiError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let name_or = |name: &str, default: &str| -> Result<String, ApiError> {
             let value = get(name).unwrap_or_else(|| default.to_string());
-            if value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            if value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
                 Ok(value)
             } else {
                 Err(config_error(format!("{name} must be a Dapr component or topic name (letters, digits, '-', '_', '.'), got {value:?}")))
@@ -88,13 +99,19 @@ impl Config {
         let dapr_url = match (get("dapr_http_endpoint"), get("dapr_http_port")) {
             (Some(endpoint), _) => {
                 if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(config_error(format!("dapr_http_endpoint must start with http:// or https://, got {endpoint:?}")));
+                    return Err(config_error(format!(
+                        "dapr_http_endpoint must start with http:// or https://, got {endpoint:?}"
+                    )));
                 }
                 endpoint.trim_end_matches('/').to_string()
             }
             (None, Some(port)) => match port.parse::<u16>() {
                 Ok(port) if port > 0 => format!("http://localhost:{port}"),
-                _ => return Err(config_error(format!("dapr_http_port must be a port number, got {port:?}"))),
+                _ => {
+                    return Err(config_error(format!(
+                        "dapr_http_port must be a port number, got {port:?}"
+                    )))
+                }
             },
             (None, None) => format!("http://localhost:{DEFAULT_DAPR_HTTP_PORT}"),
         };
@@ -132,7 +149,10 @@ impl Config {
 }
 
 fn config_error(message: String) -> ApiError {
-    ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, format!("configuration error: {message}"))
+    ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        format!("configuration error: {message}"),
+    )
 }
 
 #[cfg(test)]
@@ -141,7 +161,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ApiError> {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -149,29 +170,58 @@ mod tests {
     fn defaults_match_a_dapr_sidecar() {
         let c = config(&[]).unwrap();
         assert_eq!(c.dapr_url, "http://localhost:3500");
-        assert_eq!((c.state_store.as_str(), c.pubsub.as_str(), c.topic.as_str()), ("statestore", "pubsub", "message-updated"));
+        assert_eq!(
+            (c.state_store.as_str(), c.pubsub.as_str(), c.topic.as_str()),
+            ("statestore", "pubsub", "message-updated")
+        );
         assert_eq!(c.history_limit, 100);
         assert_eq!((c.dapr_api_token, c.app_api_token), (None, None));
         let ms = Duration::from_millis;
-        assert_eq!(c.time_limits, TimeLimits { connect: ms(2_000), first_byte: ms(5_000), between_bytes: ms(5_000) });
+        assert_eq!(
+            c.time_limits,
+            TimeLimits {
+                connect: ms(2_000),
+                first_byte: ms(5_000),
+                between_bytes: ms(5_000)
+            }
+        );
     }
 
     #[test]
     fn dapr_http_port_moves_the_sidecar() {
-        assert_eq!(config(&[("dapr_http_port", "3601")]).unwrap().dapr_url, "http://localhost:3601");
+        assert_eq!(
+            config(&[("dapr_http_port", "3601")]).unwrap().dapr_url,
+            "http://localhost:3601"
+        );
     }
 
     #[test]
     fn endpoint_wins_over_port_and_loses_its_trailing_slash() {
-        let c = config(&[("dapr_http_endpoint", "http://127.0.0.1:3999/"), ("dapr_http_port", "3601")]).unwrap();
+        let c = config(&[
+            ("dapr_http_endpoint", "http://127.0.0.1:3999/"),
+            ("dapr_http_port", "3601"),
+        ])
+        .unwrap();
         assert_eq!(c.dapr_url, "http://127.0.0.1:3999");
     }
 
     #[test]
     fn time_limits_in_milliseconds() {
-        let c = config(&[("dapr_connect_timeout_ms", "250"), ("dapr_first_byte_timeout_ms", "1500"), ("dapr_between_bytes_timeout_ms", "600000")]).unwrap();
+        let c = config(&[
+            ("dapr_connect_timeout_ms", "250"),
+            ("dapr_first_byte_timeout_ms", "1500"),
+            ("dapr_between_bytes_timeout_ms", "600000"),
+        ])
+        .unwrap();
         let ms = Duration::from_millis;
-        assert_eq!(c.time_limits, TimeLimits { connect: ms(250), first_byte: ms(1_500), between_bytes: ms(600_000) });
+        assert_eq!(
+            c.time_limits,
+            TimeLimits {
+                connect: ms(250),
+                first_byte: ms(1_500),
+                between_bytes: ms(600_000)
+            }
+        );
     }
 
     #[test]
@@ -200,15 +250,32 @@ mod tests {
         let manifest = include_str!("../spin.toml");
         let lines: Vec<&str> = manifest.lines().map(str::trim).collect();
         for name in VARIABLES {
-            let declared = lines.iter().find(|l| l.starts_with(&format!("{name} = {{ default = "))).unwrap_or_else(|| panic!("[variables] lacks {name}"));
-            assert_eq!(declared.contains("secret = true"), name.ends_with("_token"), "{declared}");
-            assert!(lines.contains(&format!("{name} = \"{{{{ {name} }}}}\"").as_str()), "[component.dapr-spin-hello.variables] lacks {name}");
+            let declared = lines
+                .iter()
+                .find(|l| l.starts_with(&format!("{name} = {{ default = ")))
+                .unwrap_or_else(|| panic!("[variables] lacks {name}"));
+            assert_eq!(
+                declared.contains("secret = true"),
+                name.ends_with("_token"),
+                "{declared}"
+            );
+            assert!(
+                lines.contains(&format!("{name} = \"{{{{ {name} }}}}\"").as_str()),
+                "[component.dapr-spin-hello.variables] lacks {name}"
+            );
         }
-        assert!(lines.contains(&format!("dapr_http_port = {{ default = \"{DEFAULT_DAPR_HTTP_PORT}\" }}").as_str()), "spin.toml's port is the component's default");
+        assert!(
+            lines
+                .contains(&format!("dapr_http_port = {{ default = \"{DEFAULT_DAPR_HTTP_PORT}\" }}").as_str()),
+            "spin.toml's port is the component's default"
+        );
     }
 
     #[test]
     fn blank_values_mean_unset() {
-        assert_eq!(config(&[("dapr_api_token", " "), ("pubsub_name", "")]).unwrap(), config(&[]).unwrap());
+        assert_eq!(
+            config(&[("dapr_api_token", " "), ("pubsub_name", "")]).unwrap(),
+            config(&[]).unwrap()
+        );
     }
 }

@@ -68,18 +68,32 @@ impl<T: Transport> DaprClient<T> {
 
     /// `GET /v1.0/state/{store}/{key}`: 200 with the value and an ETag, or 204 when the key is missing.
     pub fn get_state(&self, store: &str, key: &str) -> Result<Option<StateEntry>, ApiError> {
-        let url = format!("{}/v1.0/state/{}/{}?consistency=strong", self.base_url, store, encode_path_segment(key));
+        let url = format!(
+            "{}/v1.0/state/{}/{}?consistency=strong",
+            self.base_url,
+            store,
+            encode_path_segment(key)
+        );
         let response = self.call(Method::GET, &url, None)?;
         match response.status() {
             StatusCode::NO_CONTENT => Ok(None),
             StatusCode::OK => {
                 let value = serde_json::from_slice(response.body()).map_err(|e| {
-                    bad_gateway(format!("state store {store} returned a value for key {key:?} that is not JSON: {e}"))
+                    bad_gateway(format!(
+                        "state store {store} returned a value for key {key:?} that is not JSON: {e}"
+                    ))
                 })?;
-                let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let etag = response
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 Ok(Some(StateEntry { value, etag }))
             }
-            _ => Err(dapr_error(&response, &format!("reading key {key:?} from state store {store}"))),
+            _ => Err(dapr_error(
+                &response,
+                &format!("reading key {key:?} from state store {store}"),
+            )),
         }
     }
 
@@ -114,14 +128,22 @@ impl<T: Transport> DaprClient<T> {
         let refused = || -> Result<bool, ApiError> {
             Ok(match precondition {
                 Precondition::Missing => self.get_state(store, key)?.is_some(),
-                Precondition::ETag(etag) => self.get_state(store, key)?.and_then(|entry| entry.etag).as_deref() != Some(etag),
+                Precondition::ETag(etag) => {
+                    self.get_state(store, key)?
+                        .and_then(|entry| entry.etag)
+                        .as_deref()
+                        != Some(etag)
+                }
             })
         };
         match response.status() {
             s if s.is_success() => Ok(SaveOutcome::Saved),
             StatusCode::CONFLICT => Ok(SaveOutcome::Conflict),
             _ if refused()? => Ok(SaveOutcome::Conflict),
-            _ => Err(dapr_error(&response, &format!("saving key {key:?} in state store {store}"))),
+            _ => Err(dapr_error(
+                &response,
+                &format!("saving key {key:?} in state store {store}"),
+            )),
         }
     }
 
@@ -157,14 +179,19 @@ impl<T: Transport> DaprClient<T> {
         let url = format!("{}/v1.0/state/{}/transaction", self.base_url, store);
         let response = match self.send(Method::POST, &url, Some(operations))? {
             Ok(response) => response,
-            Err(failure) if failure.may_have_arrived() => return Ok(SaveOutcome::Unknown(self.no_answer(failure))),
+            Err(failure) if failure.may_have_arrived() => {
+                return Ok(SaveOutcome::Unknown(self.no_answer(failure)))
+            }
             Err(failure) => return Err(self.no_answer(failure)),
         };
         match response.status() {
             s if s.is_success() => Ok(SaveOutcome::Saved),
             StatusCode::CONFLICT => Ok(SaveOutcome::Conflict),
             _ => {
-                let error = dapr_error(&response, &format!("saving key {key:?} with its event in state store {store}"));
+                let error = dapr_error(
+                    &response,
+                    &format!("saving key {key:?} with its event in state store {store}"),
+                );
                 match error.dapr_error_code.as_deref() {
                     Some("ERR_STATE_TRANSACTION") => Ok(SaveOutcome::Unknown(error)),
                     _ => Err(error),
@@ -177,24 +204,42 @@ impl<T: Transport> DaprClient<T> {
     pub fn outbound_health(&self) -> Result<(), ApiError> {
         let url = format!("{}/v1.0/healthz/outbound", self.base_url);
         // Not ready, whatever the reason: readiness answers 503 and keeps the reason.
-        let response = self.call(Method::GET, &url, None).map_err(|e| ApiError { status: StatusCode::SERVICE_UNAVAILABLE, ..e })?;
+        let response = self.call(Method::GET, &url, None).map_err(|e| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            ..e
+        })?;
         if response.status().is_success() {
             Ok(())
         } else {
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("Dapr sidecar at {} is not ready (healthz/outbound answered {})", self.base_url, response.status().as_u16()),
+                format!(
+                    "Dapr sidecar at {} is not ready (healthz/outbound answered {})",
+                    self.base_url,
+                    response.status().as_u16()
+                ),
             ))
         }
     }
 
-    fn call(&self, method: Method, url: &str, json_body: Option<serde_json::Value>) -> Result<Response<Vec<u8>>, ApiError> {
-        self.send(method, url, json_body)?.map_err(|failure| self.no_answer(failure))
+    fn call(
+        &self,
+        method: Method,
+        url: &str,
+        json_body: Option<serde_json::Value>,
+    ) -> Result<Response<Vec<u8>>, ApiError> {
+        self.send(method, url, json_body)?
+            .map_err(|failure| self.no_answer(failure))
     }
 
     /// The sidecar's answer, or why none came (`Err` inside); the outer `Err` is a request
     /// that could not be built.
-    fn send(&self, method: Method, url: &str, json_body: Option<serde_json::Value>) -> Result<Result<Response<Vec<u8>>, SendFailure>, ApiError> {
+    fn send(
+        &self,
+        method: Method,
+        url: &str,
+        json_body: Option<serde_json::Value>,
+    ) -> Result<Result<Response<Vec<u8>>, SendFailure>, ApiError> {
         let mut request = Request::builder().method(method).uri(url);
         if let Some(token) = &self.api_token {
             request = request.header("dapr-api-token", token);
@@ -209,9 +254,12 @@ impl<T: Transport> DaprClient<T> {
             }
             None => Vec::new(),
         };
-        let request = request
-            .body(body)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot build the request to {url}: {e}")))?;
+        let request = request.body(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot build the request to {url}: {e}"),
+            )
+        })?;
         Ok(self.transport.send(request, &self.time_limits))
     }
 
@@ -255,10 +303,17 @@ impl<T: Transport> DaprClient<T> {
 fn dapr_error(response: &Response<Vec<u8>>, doing: &str) -> ApiError {
     let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap_or_default();
     let code = body["errorCode"].as_str().map(str::to_string);
-    let detail = body["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(response.body()).into_owned());
+    let detail = body["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(response.body()).into_owned());
     ApiError {
         dapr_error_code: code,
-        ..bad_gateway(format!("Dapr failed {doing}: {} {}", response.status().as_u16(), detail.trim()))
+        ..bad_gateway(format!(
+            "Dapr failed {doing}: {} {}",
+            response.status().as_u16(),
+            detail.trim()
+        ))
     }
 }
 
@@ -267,7 +322,11 @@ fn bad_gateway(message: String) -> ApiError {
 }
 
 /// Everything but RFC 3986's unreserved characters is escaped, so a key is one path segment.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 pub fn encode_path_segment(segment: &str) -> String {
     utf8_percent_encode(segment, PATH_SEGMENT).to_string()
@@ -287,9 +346,21 @@ mod tests {
     #[test]
     fn get_state_reads_value_and_etag() {
         let dapr = Scripted::new().answer(200, &[("etag", "7")], r#"{"next_id":1}"#);
-        let entry = client(dapr.clone(), None).get_state("statestore", "ann").unwrap().unwrap();
-        assert_eq!(entry, StateEntry { value: json!({"next_id": 1}), etag: Some("7".into()) });
-        assert_eq!(dapr.calls(), ["GET http://localhost:3500/v1.0/state/statestore/ann?consistency=strong"]);
+        let entry = client(dapr.clone(), None)
+            .get_state("statestore", "ann")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            entry,
+            StateEntry {
+                value: json!({"next_id": 1}),
+                etag: Some("7".into())
+            }
+        );
+        assert_eq!(
+            dapr.calls(),
+            ["GET http://localhost:3500/v1.0/state/statestore/ann?consistency=strong"]
+        );
     }
 
     #[test]
@@ -301,14 +372,22 @@ mod tests {
     #[test]
     fn keys_are_one_encoded_path_segment() {
         let dapr = Scripted::new().answer(204, &[], "");
-        client(dapr.clone(), None).get_state("statestore", "a b?c#d%").unwrap();
+        client(dapr.clone(), None)
+            .get_state("statestore", "a b?c#d%")
+            .unwrap();
         assert!(dapr.calls()[0].ends_with("/statestore/a%20b%3Fc%23d%25?consistency=strong"));
     }
 
     #[test]
     fn create_sends_first_write_without_etag() {
         let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).save_state("statestore", "ann", &json!({"a": 1}), Precondition::Missing, None);
+        let outcome = client(dapr.clone(), None).save_state(
+            "statestore",
+            "ann",
+            &json!({"a": 1}),
+            Precondition::Missing,
+            None,
+        );
         assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
         assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore"]);
         assert_eq!(
@@ -316,37 +395,69 @@ mod tests {
             json!([{"key": "ann", "value": {"a": 1},
                     "options": {"concurrency": "first-write", "consistency": "strong"}}])
         );
-        assert_eq!(dapr.sent.borrow()[0].headers()["content-type"], "application/json");
+        assert_eq!(
+            dapr.sent.borrow()[0].headers()["content-type"],
+            "application/json"
+        );
     }
 
     #[test]
     fn create_with_ttl_asks_the_store_to_expire_the_key() {
         let dapr = Scripted::new().answer(204, &[], "");
-        client(dapr.clone(), None).save_state("statestore", "k", &json!(1), Precondition::Missing, Some(60)).unwrap();
+        client(dapr.clone(), None)
+            .save_state("statestore", "k", &json!(1), Precondition::Missing, Some(60))
+            .unwrap();
         assert_eq!(dapr.json_sent(0)[0]["metadata"], json!({"ttlInSeconds": "60"}));
     }
 
     #[test]
     fn a_refused_create_of_a_key_that_exists_is_a_conflict() {
-        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(200, &[("etag", "1")], "{}");
-        let outcome = client(dapr.clone(), None).save_state("statestore", "ann", &json!(1), Precondition::Missing, None);
+        let dapr = Scripted::new()
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#)
+            .answer(200, &[("etag", "1")], "{}");
+        let outcome = client(dapr.clone(), None).save_state(
+            "statestore",
+            "ann",
+            &json!(1),
+            Precondition::Missing,
+            None,
+        );
         assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
-        assert_eq!(dapr.calls()[1], "GET http://localhost:3500/v1.0/state/statestore/ann?consistency=strong");
+        assert_eq!(
+            dapr.calls()[1],
+            "GET http://localhost:3500/v1.0/state/statestore/ann?consistency=strong"
+        );
     }
 
     #[test]
     fn a_refused_create_of_a_key_still_missing_is_the_stores_error() {
-        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(204, &[], "");
-        let err = client(dapr, None).save_state("statestore", "ann", &json!(1), Precondition::Missing, None).unwrap_err();
-        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE")));
+        let dapr = Scripted::new()
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#)
+            .answer(204, &[], "");
+        let err = client(dapr, None)
+            .save_state("statestore", "ann", &json!(1), Precondition::Missing, None)
+            .unwrap_err();
+        assert_eq!(
+            (err.status, err.dapr_error_code.as_deref()),
+            (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE"))
+        );
     }
 
     #[test]
     fn save_with_event_is_one_transaction_with_an_outbox_projection() {
         let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).save_state_with_event("statestore", "ann", &json!({"a": 1}), "3", &json!({"id": 1}));
+        let outcome = client(dapr.clone(), None).save_state_with_event(
+            "statestore",
+            "ann",
+            &json!({"a": 1}),
+            "3",
+            &json!({"id": 1}),
+        );
         assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
-        assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore/transaction"]);
+        assert_eq!(
+            dapr.calls(),
+            ["POST http://localhost:3500/v1.0/state/statestore/transaction"]
+        );
         assert_eq!(
             dapr.json_sent(0),
             json!({"operations": [
@@ -360,8 +471,16 @@ mod tests {
 
     #[test]
     fn a_write_with_an_etag_sends_it_and_a_refused_one_whose_etag_changed_is_a_conflict() {
-        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(200, &[("etag", "4")], "{}");
-        let outcome = client(dapr.clone(), None).save_state("statestore", "ann", &json!(1), Precondition::ETag("3"), None);
+        let dapr = Scripted::new()
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#)
+            .answer(200, &[("etag", "4")], "{}");
+        let outcome = client(dapr.clone(), None).save_state(
+            "statestore",
+            "ann",
+            &json!(1),
+            Precondition::ETag("3"),
+            None,
+        );
         assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
         assert_eq!(dapr.json_sent(0)[0]["etag"], "3");
         assert_eq!(dapr.json_sent(0)[0]["options"]["concurrency"], "first-write");
@@ -369,21 +488,33 @@ mod tests {
 
     #[test]
     fn a_refused_write_whose_etag_is_unchanged_is_the_stores_error() {
-        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#).answer(200, &[("etag", "3")], "{}");
-        let err = client(dapr, None).save_state("statestore", "ann", &json!(1), Precondition::ETag("3"), None).unwrap_err();
+        let dapr = Scripted::new()
+            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#)
+            .answer(200, &[("etag", "3")], "{}");
+        let err = client(dapr, None)
+            .save_state("statestore", "ann", &json!(1), Precondition::ETag("3"), None)
+            .unwrap_err();
         assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_STATE_SAVE"));
     }
 
     #[test]
     fn a_transaction_that_may_have_run_is_unknown_not_an_error() {
-        let stale_or_slow = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"ERR user_script:14: failed to set key"}"#;
+        let stale_or_slow =
+            r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"ERR user_script:14: failed to set key"}"#;
         let dapr = Scripted::new()
             .answer(500, &[], stale_or_slow)
             .fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()))
             .fail(SendFailure::Broken("the connection closed".into()));
         let client = client(dapr, None);
-        for expected in [StatusCode::BAD_GATEWAY, StatusCode::GATEWAY_TIMEOUT, StatusCode::SERVICE_UNAVAILABLE] {
-            match client.save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1)).unwrap() {
+        for expected in [
+            StatusCode::BAD_GATEWAY,
+            StatusCode::GATEWAY_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            match client
+                .save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1))
+                .unwrap()
+            {
                 SaveOutcome::Unknown(why) => assert_eq!(why.status, expected, "{why}"),
                 other => panic!("{other:?}"),
             }
@@ -392,27 +523,43 @@ mod tests {
 
     #[test]
     fn a_transaction_that_never_reached_the_sidecar_is_an_error() {
-        let err = client(Scripted::new().refuse(), None).save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1)).unwrap_err();
+        let err = client(Scripted::new().refuse(), None)
+            .save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1))
+            .unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]
     fn save_with_event_passes_on_the_transaction_error() {
-        let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#);
-        let err = client(dapr, None).save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1)).unwrap_err();
-        assert_eq!((err.status, err.dapr_error_code.as_deref()), (StatusCode::BAD_GATEWAY, Some("ERR_PUBLISH_OUTBOX")));
+        let dapr = Scripted::new().answer(
+            500,
+            &[],
+            r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#,
+        );
+        let err = client(dapr, None)
+            .save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1))
+            .unwrap_err();
+        assert_eq!(
+            (err.status, err.dapr_error_code.as_deref()),
+            (StatusCode::BAD_GATEWAY, Some("ERR_PUBLISH_OUTBOX"))
+        );
     }
 
     #[test]
     fn create_409_is_a_conflict_not_an_error() {
         let dapr = Scripted::new().answer(409, &[], r#"{"errorCode":"ERR_STATE_SAVE"}"#);
-        let outcome = client(dapr, None).save_state("statestore", "ann", &json!(1), Precondition::Missing, None);
+        let outcome =
+            client(dapr, None).save_state("statestore", "ann", &json!(1), Precondition::Missing, None);
         assert_eq!(outcome.unwrap(), SaveOutcome::Conflict);
     }
 
     #[test]
     fn dapr_errors_are_502_with_dapr_error_code() {
-        let dapr = Scripted::new().answer(400, &[], r#"{"errorCode":"ERR_STATE_STORE_NOT_FOUND","message":"state store nope is not found"}"#);
+        let dapr = Scripted::new().answer(
+            400,
+            &[],
+            r#"{"errorCode":"ERR_STATE_STORE_NOT_FOUND","message":"state store nope is not found"}"#,
+        );
         let err = client(dapr, None).get_state("nope", "ann").unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
         assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_STATE_STORE_NOT_FOUND"));
@@ -422,7 +569,9 @@ mod tests {
 
     #[test]
     fn unreachable_sidecar_is_503() {
-        let err = client(Scripted::new().refuse(), None).get_state("statestore", "ann").unwrap_err();
+        let err = client(Scripted::new().refuse(), None)
+            .get_state("statestore", "ann")
+            .unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(err.message.contains("unreachable"), "{err}");
     }
@@ -432,7 +581,13 @@ mod tests {
         let dapr = Scripted::new().fail(SendFailure::Denied);
         let err = client(dapr, None).get_state("statestore", "ann").unwrap_err();
         assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        for says in ["denied", "http://localhost:3500", "allowed_outbound_hosts", "SPIN_VARIABLE_DAPR_HTTP_PORT", "dapr_http_endpoint"] {
+        for says in [
+            "denied",
+            "http://localhost:3500",
+            "allowed_outbound_hosts",
+            "SPIN_VARIABLE_DAPR_HTTP_PORT",
+            "dapr_http_endpoint",
+        ] {
             assert!(err.message.contains(says), "{err} should say {says}");
         }
         assert!(!err.message.contains("unreachable"), "{err}");
@@ -443,24 +598,39 @@ mod tests {
         let dapr = Scripted::new().fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
         let err = client(dapr, None).get_state("statestore", "ann").unwrap_err();
         assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
-        assert!(err.message.contains("did not answer in time (ErrorCode::ConnectionReadTimeout; limits: connect 2s, first byte 5s"), "{err}");
+        assert!(
+            err.message.contains(
+                "did not answer in time (ErrorCode::ConnectionReadTimeout; limits: connect 2s, first byte 5s"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn every_call_carries_the_configured_time_limits() {
         let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "");
-        let config = Config::from_lookup(|name| (name == "dapr_first_byte_timeout_ms").then(|| "750".to_string())).unwrap();
+        let config =
+            Config::from_lookup(|name| (name == "dapr_first_byte_timeout_ms").then(|| "750".to_string()))
+                .unwrap();
         let client = DaprClient::new(dapr.clone(), &config);
         client.get_state("statestore", "ann").unwrap();
         client.outbound_health().unwrap();
         assert_eq!(*dapr.limits.borrow(), [config.time_limits; 2]);
-        assert_eq!(config.time_limits.first_byte, std::time::Duration::from_millis(750));
+        assert_eq!(
+            config.time_limits.first_byte,
+            std::time::Duration::from_millis(750)
+        );
     }
 
     #[test]
     fn readiness_is_503_whatever_kept_the_sidecar_from_answering() {
-        for failure in [SendFailure::Denied, SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into())] {
-            let err = client(Scripted::new().fail(failure.clone()), None).outbound_health().unwrap_err();
+        for failure in [
+            SendFailure::Denied,
+            SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()),
+        ] {
+            let err = client(Scripted::new().fail(failure.clone()), None)
+                .outbound_health()
+                .unwrap_err();
             assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE, "{failure:?}");
         }
     }
@@ -468,22 +638,40 @@ mod tests {
     #[test]
     fn state_value_that_is_not_json_is_502() {
         let dapr = Scripted::new().answer(200, &[], "not json");
-        assert_eq!(client(dapr, None).get_state("statestore", "ann").unwrap_err().status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            client(dapr, None)
+                .get_state("statestore", "ann")
+                .unwrap_err()
+                .status,
+            StatusCode::BAD_GATEWAY
+        );
     }
 
     #[test]
     fn api_token_goes_on_every_call() {
-        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "");
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(204, &[], "")
+            .answer(204, &[], "");
         let client = client(dapr.clone(), Some("s3cret"));
         client.get_state("statestore", "ann").unwrap();
-        client.save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap();
+        client
+            .save_state_with_event("statestore", "ann", &json!({}), "1", &json!({}))
+            .unwrap();
         client.outbound_health().unwrap();
-        assert!(dapr.sent.borrow().iter().all(|r| r.headers()["dapr-api-token"] == "s3cret"));
+        assert!(dapr
+            .sent
+            .borrow()
+            .iter()
+            .all(|r| r.headers()["dapr-api-token"] == "s3cret"));
     }
 
     #[test]
     fn the_trace_context_goes_on_every_call() {
-        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(204, &[], "");
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(204, &[], "")
+            .answer(204, &[], "");
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let trace = TraceContext::from_headers(|name| match name {
             "traceparent" => Some(parent),
@@ -492,17 +680,28 @@ mod tests {
         });
         let client = client(dapr.clone(), None).with_trace(trace);
         client.get_state("statestore", "ann").unwrap();
-        client.save_state("statestore", "ann", &json!(1), Precondition::Missing, None).unwrap();
-        client.save_state_with_event("statestore", "ann", &json!({}), "1", &json!({})).unwrap();
+        client
+            .save_state("statestore", "ann", &json!(1), Precondition::Missing, None)
+            .unwrap();
+        client
+            .save_state_with_event("statestore", "ann", &json!({}), "1", &json!({}))
+            .unwrap();
         for request in dapr.sent.borrow().iter() {
             assert_eq!(request.headers()["traceparent"], parent, "{}", request.uri());
-            assert_eq!(request.headers()["tracestate"], "congo=t61rcWkgMzE", "{}", request.uri());
+            assert_eq!(
+                request.headers()["tracestate"],
+                "congo=t61rcWkgMzE",
+                "{}",
+                request.uri()
+            );
         }
     }
 
     #[test]
     fn outbound_health_not_ready_is_503() {
-        let err = client(Scripted::new().answer(500, &[], ""), None).outbound_health().unwrap_err();
+        let err = client(Scripted::new().answer(500, &[], ""), None)
+            .outbound_health()
+            .unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

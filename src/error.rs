@@ -17,7 +17,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), dapr_error_code: None, allow: None }
+        ApiError {
+            status,
+            message: message.into(),
+            dapr_error_code: None,
+            allow: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -31,7 +36,10 @@ impl ApiError {
     pub fn method_not_allowed(allow: &'static str) -> Self {
         ApiError {
             allow: Some(allow),
-            ..Self::new(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed here; use {allow}"))
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method not allowed here; use {allow}"),
+            )
         }
     }
 

@@ -68,26 +68,62 @@ impl<T: Transport> Messages<'_, T> {
         }
         let store = &self.config.state_store;
         let key = claim_key(&event.write_id);
-        let mine = Claim { user_id: event.user_id.clone(), id: event.id, delivery: random_id(), since_ms: now_ms(), done: false, replaces: Vec::new() };
-        let created = self.dapr.save_state(store, &key, &mine, Precondition::Missing, Some(RECORD_TTL_SECONDS));
+        let mine = Claim {
+            user_id: event.user_id.clone(),
+            id: event.id,
+            delivery: random_id(),
+            since_ms: now_ms(),
+            done: false,
+            replaces: Vec::new(),
+        };
+        let created = self.dapr.save_state(
+            store,
+            &key,
+            &mine,
+            Precondition::Missing,
+            Some(RECORD_TTL_SECONDS),
+        );
         if self.won(&key, &mine, created)? {
-            return Ok(Verdict::Act { delivery: mine.delivery, replaces: mine.replaces });
+            return Ok(Verdict::Act {
+                delivery: mine.delivery,
+                replaces: mine.replaces,
+            });
         }
-        let entry = self.dapr.get_state(store, &key)?.ok_or_else(|| busy(event, "its claim was just released"))?;
+        let entry = self
+            .dapr
+            .get_state(store, &key)?
+            .ok_or_else(|| busy(event, "its claim was just released"))?;
         let held = parse_claim(&key, entry.value)?;
         if held.done {
-            return Ok(Verdict::Duplicate { delivery: held.delivery });
+            return Ok(Verdict::Duplicate {
+                delivery: held.delivery,
+            });
         }
         let held_ms = mine.since_ms.saturating_sub(held.since_ms);
         if held_ms < CLAIM_LEASE_MS {
-            return Err(busy(event, &format!("delivery {} has held its claim for {held_ms} ms and may still be at work", held.delivery)));
+            return Err(busy(
+                event,
+                &format!(
+                    "delivery {} has held its claim for {held_ms} ms and may still be at work",
+                    held.delivery
+                ),
+            ));
         }
         let etag = entry.etag.ok_or_else(|| busy(event, "its claim has no ETag"))?;
         let replaces = [held.replaces, vec![held.delivery]].concat();
         let takeover = Claim { replaces, ..mine };
-        let taken = self.dapr.save_state(store, &key, &takeover, Precondition::ETag(&etag), Some(RECORD_TTL_SECONDS));
+        let taken = self.dapr.save_state(
+            store,
+            &key,
+            &takeover,
+            Precondition::ETag(&etag),
+            Some(RECORD_TTL_SECONDS),
+        );
         if self.won(&key, &takeover, taken)? {
-            return Ok(Verdict::Act { delivery: takeover.delivery, replaces: takeover.replaces });
+            return Ok(Verdict::Act {
+                delivery: takeover.delivery,
+                replaces: takeover.replaces,
+            });
         }
         Err(busy(event, "another delivery took its claim over just now"))
     }
@@ -99,7 +135,8 @@ impl<T: Transport> Messages<'_, T> {
     fn won(&self, key: &str, mine: &Claim, written: Result<SaveOutcome, ApiError>) -> Result<bool, ApiError> {
         match written {
             Ok(outcome) => Ok(outcome == SaveOutcome::Saved),
-            Err(e) if e.dapr_error_code.is_none() => match self.dapr.get_state(&self.config.state_store, key) {
+            Err(e) if e.dapr_error_code.is_none() => match self.dapr.get_state(&self.config.state_store, key)
+            {
                 Ok(Some(entry)) => Ok(parse_claim(key, entry.value)?.delivery == mine.delivery),
                 _ => Err(e),
             },
@@ -114,15 +151,32 @@ impl<T: Transport> Messages<'_, T> {
     pub fn complete(&self, event: &MessageEvent, delivery: &str) -> Result<(), ApiError> {
         let store = &self.config.state_store;
         let key = claim_key(&event.write_id);
-        let entry = self.dapr.get_state(store, &key)?.ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, format!("the claim {key:?} is gone")))?;
+        let entry = self
+            .dapr
+            .get_state(store, &key)?
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, format!("the claim {key:?} is gone")))?;
         let held = parse_claim(&key, entry.value)?;
-        let etag = entry.etag.ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, format!("the claim {key:?} has no ETag")))?;
+        let etag = entry.etag.ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_GATEWAY, format!("the claim {key:?} has no ETag"))
+        })?;
         if held.delivery != delivery {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("delivery {} took the claim {key:?} over meanwhile", held.delivery)));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("delivery {} took the claim {key:?} over meanwhile", held.delivery),
+            ));
         }
-        match self.dapr.save_state(store, &key, &Claim { done: true, ..held }, Precondition::ETag(&etag), Some(RECORD_TTL_SECONDS))? {
+        match self.dapr.save_state(
+            store,
+            &key,
+            &Claim { done: true, ..held },
+            Precondition::ETag(&etag),
+            Some(RECORD_TTL_SECONDS),
+        )? {
             SaveOutcome::Saved => Ok(()),
-            _ => Err(ApiError::new(StatusCode::CONFLICT, format!("another delivery took the claim {key:?} over meanwhile"))),
+            _ => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("another delivery took the claim {key:?} over meanwhile"),
+            )),
         }
     }
 
@@ -130,19 +184,31 @@ impl<T: Transport> Messages<'_, T> {
     /// message id; or the history has forgotten that id (the limit dropped it) and the write
     /// was marked as one that stored nothing (append.rs).
     fn phantom(&self, event: &MessageEvent) -> Result<Option<String>, ApiError> {
-        let history = self.history(&event.user_id)?.map(|(history, _)| history).unwrap_or_default();
+        let history = self
+            .history(&event.user_id)?
+            .map(|(history, _)| history)
+            .unwrap_or_default();
         let phantom = match history.stored_by(event.id, &event.message, &event.write_id) {
             Stored::Yes => false,
             Stored::No => true,
             Stored::Forgotten => self.marked_unstored(&event.write_id)?,
         };
-        Ok(phantom.then(|| format!("user {:?} has no message {} stored by write {}", event.user_id, event.id, event.write_id)))
+        Ok(phantom.then(|| {
+            format!(
+                "user {:?} has no message {} stored by write {}",
+                event.user_id, event.id, event.write_id
+            )
+        }))
     }
 }
 
 fn parse_claim(key: &str, value: serde_json::Value) -> Result<Claim, ApiError> {
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("the state store holds a claim {key:?} that is not one: {e}")))
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the state store holds a claim {key:?} that is not one: {e}"),
+        )
+    })
 }
 
 /// The key that claims an event. User ids cannot contain '/', so no history has this key.
@@ -153,12 +219,17 @@ fn claim_key(write_id: &str) -> String {
 fn busy(event: &MessageEvent, why: &str) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("event of message {} of user {:?} not handled now: {why}; Dapr delivers it again", event.id, event.user_id),
+        format!(
+            "event of message {} of user {:?} not handled now: {why}; Dapr delivers it again",
+            event.id, event.user_id
+        ),
     )
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why a delivered event cannot be processed; the subscription answers DROP with it.
@@ -175,7 +246,9 @@ pub fn parse_cloud_event(body: &[u8]) -> Result<MessageEvent, EventError> {
         }
         Some(data) if data.is_object() => data.clone(),
         Some(_) => return Err("data is not a JSON object".to_string()),
-        None if envelope.get("data_base64").is_some() => return Err("binary data (data_base64) is not a message event".to_string()),
+        None if envelope.get("data_base64").is_some() => {
+            return Err("binary data (data_base64) is not a message event".to_string())
+        }
         None => return Err("CloudEvent has no data".to_string()),
     };
     let event: MessageEvent =
@@ -188,9 +261,9 @@ pub fn parse_cloud_event(body: &[u8]) -> Result<MessageEvent, EventError> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::transport::scripted::Scripted;
     use crate::dapr::DaprClient;
     use crate::messages::History;
+    use crate::transport::scripted::Scripted;
     use serde_json::json;
 
     fn config() -> Config {
@@ -198,7 +271,13 @@ mod tests {
     }
 
     fn event(id: u64, message: &str, write_id: &str) -> MessageEvent {
-        MessageEvent { user_id: "ann".into(), message: message.into(), id, created_at: "t".into(), write_id: write_id.into() }
+        MessageEvent {
+            user_id: "ann".into(),
+            message: message.into(),
+            id,
+            created_at: "t".into(),
+            write_id: write_id.into(),
+        }
     }
 
     fn data(id: u64) -> serde_json::Value {
@@ -208,7 +287,10 @@ mod tests {
     #[test]
     fn cloud_event_with_json_data_parses() {
         let body = json!({"specversion": "1.0", "type": "com.dapr.event.sent", "datacontenttype": "application/json", "data": data(3)});
-        assert_eq!(parse_cloud_event(body.to_string().as_bytes()).unwrap(), event(3, "hi", "w1"));
+        assert_eq!(
+            parse_cloud_event(body.to_string().as_bytes()).unwrap(),
+            event(3, "hi", "w1")
+        );
     }
 
     #[test]
@@ -232,8 +314,14 @@ mod tests {
             (r#"{"data":42}"#, "not a JSON object"),
             (r#"{"data":"{oops"}"#, "string that is not JSON"),
             (r#"{"data":{"user_id":"ann"}}"#, "not a message event"),
-            (r#"{"data":{"user_id":"ann","message":"m","id":1,"created_at":"t"}}"#, "missing field `write_id`"),
-            (r#"{"data":{"user_id":"","message":"m","id":1,"created_at":"t","write_id":"w"}}"#, "user_id is required"),
+            (
+                r#"{"data":{"user_id":"ann","message":"m","id":1,"created_at":"t"}}"#,
+                "missing field `write_id`",
+            ),
+            (
+                r#"{"data":{"user_id":"","message":"m","id":1,"created_at":"t","write_id":"w"}}"#,
+                "user_id is required",
+            ),
         ] {
             let why = parse_cloud_event(body.as_bytes()).unwrap_err();
             assert!(why.contains(says), "{body}: {why}");
@@ -250,7 +338,11 @@ mod tests {
 
     fn verdict(dapr: &std::rc::Rc<Scripted>, event: &MessageEvent) -> Result<Verdict, ApiError> {
         let client = DaprClient::new(dapr.clone(), &config());
-        Messages { dapr: &client, config: &config() }.verdict(event)
+        Messages {
+            dapr: &client,
+            config: &config(),
+        }
+        .verdict(event)
     }
 
     const EXISTS: &str = r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#;
@@ -261,29 +353,61 @@ mod tests {
 
     #[test]
     fn a_stored_event_is_claimed_for_this_delivery_then_acted_on() {
-        let dapr = Scripted::new().answer(200, &[("etag", "3")], &ann_history()).answer(204, &[], "");
-        let Verdict::Act { delivery, replaces } = verdict(&dapr, &event(2, "two", "w2")).unwrap() else { panic!() };
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "3")], &ann_history())
+            .answer(204, &[], "");
+        let Verdict::Act { delivery, replaces } = verdict(&dapr, &event(2, "two", "w2")).unwrap() else {
+            panic!()
+        };
         assert!(replaces.is_empty());
-        assert_eq!(dapr.calls()[1], "POST http://localhost:3500/v1.0/state/statestore");
+        assert_eq!(
+            dapr.calls()[1],
+            "POST http://localhost:3500/v1.0/state/statestore"
+        );
         let claim = &dapr.json_sent(1)[0];
         assert_eq!(claim["key"], "handled/w2");
-        assert_eq!((claim["value"]["delivery"].as_str(), claim["value"]["done"].clone()), (Some(delivery.as_str()), json!(false)));
-        assert!(claim.get("etag").is_none(), "a claim is a create: first-write without an ETag");
+        assert_eq!(
+            (
+                claim["value"]["delivery"].as_str(),
+                claim["value"]["done"].clone()
+            ),
+            (Some(delivery.as_str()), json!(false))
+        );
+        assert!(
+            claim.get("etag").is_none(),
+            "a claim is a create: first-write without an ETag"
+        );
         assert_eq!(claim["metadata"]["ttlInSeconds"], RECORD_TTL_SECONDS.to_string());
     }
 
     fn complete(dapr: &std::rc::Rc<Scripted>, delivery: &str) -> Result<(), ApiError> {
         let client = DaprClient::new(dapr.clone(), &config());
-        Messages { dapr: &client, config: &config() }.complete(&event(1, "one", "w1"), delivery)
+        Messages {
+            dapr: &client,
+            config: &config(),
+        }
+        .complete(&event(1, "one", "w1"), delivery)
     }
 
     #[test]
     fn completing_marks_the_claim_done_under_its_etag() {
-        let dapr = Scripted::new().answer(200, &[("etag", "4")], &claim("d1", 1, false)).answer(204, &[], "");
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "4")], &claim("d1", 1, false))
+            .answer(204, &[], "");
         complete(&dapr, "d1").unwrap();
         let done = &dapr.json_sent(1)[0];
-        assert_eq!((done["key"].clone(), done["etag"].clone()), (json!("handled/w1"), json!("4")));
-        assert_eq!((done["value"]["delivery"].clone(), done["value"]["done"].clone(), done["value"]["replaces"].clone()), (json!("d1"), json!(true), json!(["d0"])));
+        assert_eq!(
+            (done["key"].clone(), done["etag"].clone()),
+            (json!("handled/w1"), json!("4"))
+        );
+        assert_eq!(
+            (
+                done["value"]["delivery"].clone(),
+                done["value"]["done"].clone(),
+                done["value"]["replaces"].clone()
+            ),
+            (json!("d1"), json!(true), json!(["d0"]))
+        );
     }
 
     #[test]
@@ -295,14 +419,24 @@ mod tests {
 
     #[test]
     fn an_event_whose_write_is_not_stored_is_a_phantom_and_claims_nothing() {
-        for phantom in [event(2, "two", "w-lost-race"), event(2, "other text", "w2"), event(7, "seven", "w7")] {
+        for phantom in [
+            event(2, "two", "w-lost-race"),
+            event(2, "other text", "w2"),
+            event(7, "seven", "w7"),
+        ] {
             let dapr = Scripted::new().answer(200, &[("etag", "3")], &ann_history());
             let got = verdict(&dapr, &phantom).unwrap();
-            assert!(matches!(&got, Verdict::Phantom(why) if why.contains(&format!("no message {}", phantom.id))), "{got:?}");
+            assert!(
+                matches!(&got, Verdict::Phantom(why) if why.contains(&format!("no message {}", phantom.id))),
+                "{got:?}"
+            );
             assert_eq!(dapr.calls().len(), 1, "only the history was read");
         }
         let no_history = Scripted::new().answer(204, &[], "");
-        assert!(matches!(verdict(&no_history, &event(1, "one", "w1")).unwrap(), Verdict::Phantom(_)));
+        assert!(matches!(
+            verdict(&no_history, &event(1, "one", "w1")).unwrap(),
+            Verdict::Phantom(_)
+        ));
     }
 
     /// Ann's history with the limit at 1: messages 1 and 2 are forgotten, 3 is kept.
@@ -316,12 +450,29 @@ mod tests {
 
     #[test]
     fn a_forgotten_message_is_judged_by_the_mark_of_a_write_that_stored_nothing() {
-        let marked = Scripted::new().answer(200, &[("etag", "3")], &forgetful_history()).answer(200, &[("etag", "1")], r#"{"user_id":"ann","id":1}"#);
-        assert!(matches!(verdict(&marked, &event(1, "m1", "w-lost")).unwrap(), Verdict::Phantom(_)));
-        assert_eq!(marked.calls()[1], "GET http://localhost:3500/v1.0/state/statestore/unstored%2Fw-lost?consistency=strong");
+        let marked = Scripted::new()
+            .answer(200, &[("etag", "3")], &forgetful_history())
+            .answer(200, &[("etag", "1")], r#"{"user_id":"ann","id":1}"#);
+        assert!(matches!(
+            verdict(&marked, &event(1, "m1", "w-lost")).unwrap(),
+            Verdict::Phantom(_)
+        ));
+        assert_eq!(
+            marked.calls()[1],
+            "GET http://localhost:3500/v1.0/state/statestore/unstored%2Fw-lost?consistency=strong"
+        );
 
-        let unmarked = Scripted::new().answer(200, &[("etag", "3")], &forgetful_history()).answer(204, &[], "").answer(204, &[], "");
-        assert!(matches!(verdict(&unmarked, &event(1, "m1", "w1")).unwrap(), Verdict::Act { .. }), "the limit does not make an event a phantom");
+        let unmarked = Scripted::new()
+            .answer(200, &[("etag", "3")], &forgetful_history())
+            .answer(204, &[], "")
+            .answer(204, &[], "");
+        assert!(
+            matches!(
+                verdict(&unmarked, &event(1, "m1", "w1")).unwrap(),
+                Verdict::Act { .. }
+            ),
+            "the limit does not make an event a phantom"
+        );
     }
 
     #[test]
@@ -331,13 +482,24 @@ mod tests {
             .answer(500, &[], EXISTS)
             .answer(200, &[("etag", "1")], &claim("d1", 1, true))
             .answer(200, &[("etag", "1")], &claim("d1", 1, true));
-        assert_eq!(verdict(&dapr, &event(1, "one", "w1")).unwrap(), Verdict::Duplicate { delivery: "d1".into() });
-        assert_eq!(dapr.calls()[2], "GET http://localhost:3500/v1.0/state/statestore/handled%2Fw1?consistency=strong");
+        assert_eq!(
+            verdict(&dapr, &event(1, "one", "w1")).unwrap(),
+            Verdict::Duplicate {
+                delivery: "d1".into()
+            }
+        );
+        assert_eq!(
+            dapr.calls()[2],
+            "GET http://localhost:3500/v1.0/state/statestore/handled%2Fw1?consistency=strong"
+        );
     }
 
     #[test]
     fn a_claim_held_moments_ago_is_a_503_so_that_dapr_delivers_again() {
-        let dapr = Scripted::new().answer(200, &[("etag", "3")], &ann_history()).answer(409, &[], "").answer(200, &[("etag", "1")], &claim("d1", now_ms(), false));
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "3")], &ann_history())
+            .answer(409, &[], "")
+            .answer(200, &[("etag", "1")], &claim("d1", now_ms(), false));
         let err = verdict(&dapr, &event(1, "one", "w1")).unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(err.message.contains("delivery d1 has held its claim"), "{err}");
@@ -348,40 +510,71 @@ mod tests {
         Scripted::new()
             .answer(200, &[("etag", "3")], &ann_history())
             .answer(409, &[], "")
-            .answer(200, &[("etag", "7")], &claim("d1", now_ms() - CLAIM_LEASE_MS - 1, false))
+            .answer(
+                200,
+                &[("etag", "7")],
+                &claim("d1", now_ms() - CLAIM_LEASE_MS - 1, false),
+            )
     }
 
     #[test]
     fn a_claim_left_by_a_delivery_that_never_completed_is_taken_over() {
         let dapr = held_past_the_lease().answer(204, &[], "");
-        let Verdict::Act { delivery, replaces } = verdict(&dapr, &event(1, "one", "w1")).unwrap() else { panic!() };
-        assert_eq!(replaces, ["d0", "d1"], "every delivery that held it and never completed");
+        let Verdict::Act { delivery, replaces } = verdict(&dapr, &event(1, "one", "w1")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            replaces,
+            ["d0", "d1"],
+            "every delivery that held it and never completed"
+        );
         let takeover = &dapr.json_sent(3)[0];
-        assert_eq!((takeover["etag"].clone(), takeover["value"]["delivery"].clone()), (json!("7"), json!(delivery)));
+        assert_eq!(
+            (takeover["etag"].clone(), takeover["value"]["delivery"].clone()),
+            (json!("7"), json!(delivery))
+        );
     }
 
     #[test]
     fn a_takeover_that_loses_to_another_is_a_503() {
         let dapr = held_past_the_lease().answer(409, &[], "");
-        assert_eq!(verdict(&dapr, &event(1, "one", "w1")).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            verdict(&dapr, &event(1, "one", "w1")).unwrap_err().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[test]
     fn a_claim_whose_answer_was_lost_is_read_back_and_acted_on_if_it_landed() {
         use crate::transport::SendFailure;
-        let dapr = Scripted::new().answer(200, &[("etag", "3")], &ann_history()).fail(SendFailure::Broken("reset".into()));
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "3")], &ann_history())
+            .fail(SendFailure::Broken("reset".into()));
         // The read-back answers with the claim that was sent: it landed.
         dapr.answer_last_saved("1");
-        assert!(matches!(verdict(&dapr, &event(1, "one", "w1")).unwrap(), Verdict::Act { .. }));
-        let lost = Scripted::new().answer(200, &[("etag", "3")], &ann_history()).fail(SendFailure::Broken("reset".into())).refuse();
-        assert_eq!(verdict(&lost, &event(1, "one", "w1")).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(matches!(
+            verdict(&dapr, &event(1, "one", "w1")).unwrap(),
+            Verdict::Act { .. }
+        ));
+        let lost = Scripted::new()
+            .answer(200, &[("etag", "3")], &ann_history())
+            .fail(SendFailure::Broken("reset".into()))
+            .refuse();
+        assert_eq!(
+            verdict(&lost, &event(1, "one", "w1")).unwrap_err().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[test]
     fn a_failed_claim_that_does_not_exist_is_an_error_so_dapr_retries() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "3")], &ann_history())
-            .answer(500, &[], r#"{"errorCode":"ERR_STATE_SAVE","message":"connection refused"}"#)
+            .answer(
+                500,
+                &[],
+                r#"{"errorCode":"ERR_STATE_SAVE","message":"connection refused"}"#,
+            )
             .answer(204, &[], "");
         let err = verdict(&dapr, &event(1, "one", "w1")).unwrap_err();
         assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_STATE_SAVE"));

@@ -17,7 +17,9 @@ pub fn random_u64() -> u64 {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 #[cfg(test)]

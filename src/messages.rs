@@ -45,10 +45,20 @@ pub struct History {
 
 impl History {
     /// Appends a message stored by write `write_id` and drops the oldest beyond `limit`.
-    pub fn append(&mut self, text: String, created_at: String, limit: usize, write_id: String) -> StoredMessage {
+    pub fn append(
+        &mut self,
+        text: String,
+        created_at: String,
+        limit: usize,
+        write_id: String,
+    ) -> StoredMessage {
         self.next_id += 1;
         let id = self.next_id;
-        let stored = StoredMessage { id, message: text, created_at };
+        let stored = StoredMessage {
+            id,
+            message: text,
+            created_at,
+        };
         self.messages.push(stored.clone());
         self.write_ids.insert(id, write_id);
         let excess = self.messages.len().saturating_sub(limit);
@@ -111,7 +121,10 @@ impl NewMessage {
         if text.len() > MAX_MESSAGE_BYTES {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("message is {} bytes; at most {MAX_MESSAGE_BYTES} are allowed", text.len()),
+                format!(
+                    "message is {} bytes; at most {MAX_MESSAGE_BYTES} are allowed",
+                    text.len()
+                ),
             ));
         }
         Ok(NewMessage { user_id, text })
@@ -134,10 +147,14 @@ pub fn validate_user_id(user_id: Option<&str>) -> Result<&str, ApiError> {
         )));
     }
     if user_id.contains("||") {
-        return Err(ApiError::bad_request("user_id must not contain '||' (Dapr reserves it in state keys)"));
+        return Err(ApiError::bad_request(
+            "user_id must not contain '||' (Dapr reserves it in state keys)",
+        ));
     }
     if user_id.contains('/') || user_id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("user_id must not contain '/' or control characters"));
+        return Err(ApiError::bad_request(
+            "user_id must not contain '/' or control characters",
+        ));
     }
     if user_id == "." || user_id == ".." {
         return Err(ApiError::bad_request(
@@ -162,7 +179,9 @@ impl<T: Transport> Messages<'_, T> {
         let history = serde_json::from_value(entry.value).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                format!("the state store holds a value for user {user_id:?} that is not a message history: {e}"),
+                format!(
+                    "the state store holds a value for user {user_id:?} that is not a message history: {e}"
+                ),
             )
         })?;
         Ok(Some((history, entry.etag)))
@@ -170,7 +189,10 @@ impl<T: Transport> Messages<'_, T> {
 
     /// Whether write `write_id` was marked as one that stored nothing (`unstored_key`).
     pub fn marked_unstored(&self, write_id: &str) -> Result<bool, ApiError> {
-        Ok(self.dapr.get_state(&self.config.state_store, &unstored_key(write_id))?.is_some())
+        Ok(self
+            .dapr
+            .get_state(&self.config.state_store, &unstored_key(write_id))?
+            .is_some())
     }
 }
 
@@ -223,17 +245,21 @@ pub fn rfc3339_utc(since_epoch: Duration) -> String {
     )
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-
     #[test]
     fn valid_message_parses() {
         let new = NewMessage::parse(Some("ann".into()), Some("hi there".into())).unwrap();
-        assert_eq!(new, NewMessage { user_id: "ann".into(), text: "hi there".into() });
+        assert_eq!(
+            new,
+            NewMessage {
+                user_id: "ann".into(),
+                text: "hi there".into()
+            }
+        );
     }
 
     #[test]
@@ -277,7 +303,11 @@ mod tests {
         let texts: Vec<_> = history.messages.iter().map(|m| m.message.as_str()).collect();
         assert_eq!(texts, ["m3", "m4", "m5"]);
         assert_eq!(history.next_id, 5);
-        assert_eq!(history.write_ids.keys().copied().collect::<Vec<_>>(), [3, 4, 5], "write ids are dropped with their messages");
+        assert_eq!(
+            history.write_ids.keys().copied().collect::<Vec<_>>(),
+            [3, 4, 5],
+            "write ids are dropped with their messages"
+        );
     }
 
     #[test]
@@ -312,14 +342,23 @@ mod tests {
 
     #[test]
     fn a_history_stored_before_write_ids_still_reads() {
-        let history: History = serde_json::from_value(json!({"next_id": 1, "messages": [{"id": 1, "message": "a", "created_at": "t"}]})).unwrap();
+        let history: History = serde_json::from_value(
+            json!({"next_id": 1, "messages": [{"id": 1, "message": "a", "created_at": "t"}]}),
+        )
+        .unwrap();
         assert!(history.write_ids.is_empty());
     }
 
     #[test]
     fn rfc3339_matches_known_dates() {
         assert_eq!(rfc3339_utc(Duration::ZERO), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_utc(Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_utc(Duration::from_secs(1_795_737_599)), "2026-11-26T23:59:59.000Z");
+        assert_eq!(
+            rfc3339_utc(Duration::from_millis(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339_utc(Duration::from_secs(1_795_737_599)),
+            "2026-11-26T23:59:59.000Z"
+        );
     }
 }

@@ -9,7 +9,11 @@ use spin_sdk::http::Response;
 pub const DOCUMENT: &str = include_str!("openapi.json");
 
 pub fn document() -> Response {
-    Response::builder().status(StatusCode::OK.as_u16()).header("content-type", "application/json").body(DOCUMENT).build()
+    Response::builder()
+        .status(StatusCode::OK.as_u16())
+        .header("content-type", "application/json")
+        .body(DOCUMENT)
+        .build()
 }
 
 #[cfg(test)]
@@ -46,8 +50,14 @@ mod tests {
     #[test]
     fn it_is_openapi_3_1_with_every_route_and_no_other() {
         assert_eq!(document_json()["openapi"], "3.1.0");
-        let in_document: BTreeSet<(String, String)> = documented().into_iter().map(|(method, path, _)| (method, path)).collect();
-        let served: BTreeSet<(String, String)> = ROUTES.iter().map(|(method, path, _)| (method.to_string(), path.to_string())).collect();
+        let in_document: BTreeSet<(String, String)> = documented()
+            .into_iter()
+            .map(|(method, path, _)| (method, path))
+            .collect();
+        let served: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path, _)| (method.to_string(), path.to_string()))
+            .collect();
         assert_eq!(in_document, served);
     }
 
@@ -55,8 +65,15 @@ mod tests {
     fn every_reference_resolves() {
         let document = document_json();
         let text = DOCUMENT;
-        for reference in text.split("\"$ref\": \"#/").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]) {
-            assert!(document.pointer(&format!("/{reference}")).is_some(), "unresolved $ref #/{reference}");
+        for reference in text
+            .split("\"$ref\": \"#/")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+        {
+            assert!(
+                document.pointer(&format!("/{reference}")).is_some(),
+                "unresolved $ref #/{reference}"
+            );
         }
     }
 
@@ -72,7 +89,15 @@ mod tests {
     }
 
     fn case(method: Method, route: &'static str, uri: &'static str) -> Case {
-        Case { method, route, uri, headers: vec![], body: String::new(), dapr: Scripted::new(), config: Config::from_lookup(|_| None) }
+        Case {
+            method,
+            route,
+            uri,
+            headers: vec![],
+            body: String::new(),
+            dapr: Scripted::new(),
+            config: Config::from_lookup(|_| None),
+        }
     }
 
     impl Case {
@@ -80,64 +105,121 @@ mod tests {
             Case { dapr, ..self }
         }
         fn body(self, content_type: &'static str, body: impl Into<String>) -> Case {
-            Case { headers: vec![("content-type", content_type)], body: body.into(), ..self }
+            Case {
+                headers: vec![("content-type", content_type)],
+                body: body.into(),
+                ..self
+            }
         }
         fn setting(self, name: &'static str, value: &'static str) -> Case {
-            Case { config: Config::from_lookup(move |n| (n == name).then(|| value.to_string())), ..self }
+            Case {
+                config: Config::from_lookup(move |n| (n == name).then(|| value.to_string())),
+                ..self
+            }
         }
         fn answer(self) -> (String, String, u16) {
             let mut request = Request::builder();
-            request.method(self.method.clone()).uri(self.uri).body(self.body.as_bytes().to_vec());
+            request
+                .method(self.method.clone())
+                .uri(self.uri)
+                .body(self.body.as_bytes().to_vec());
             for (name, value) in &self.headers {
                 request.header(*name, *value);
             }
             let config = self.config;
             let response = router(self.dapr, move || config.clone()).handle(request.build());
-            assert_eq!(response.header("content-type").and_then(|v| v.as_str()), Some("application/json"), "{}", self.uri);
-            (self.method.to_string(), self.route.to_string(), *response.status())
+            assert_eq!(
+                response.header("content-type").and_then(|v| v.as_str()),
+                Some("application/json"),
+                "{}",
+                self.uri
+            );
+            (
+                self.method.to_string(),
+                self.route.to_string(),
+                *response.status(),
+            )
         }
     }
 
     #[test]
     fn every_documented_status_is_produced_and_none_other() {
-        let history = r#"{"next_id":1,"messages":[{"id":1,"message":"hi","created_at":"t"}],"write_ids":{"1":"w1"}}"#;
+        let history =
+            r#"{"next_id":1,"messages":[{"id":1,"message":"hi","created_at":"t"}],"write_ids":{"1":"w1"}}"#;
         // The event's message is stored, by the write it names, its claim is taken and marked done.
-        let holding_the_event = Scripted::new().answer(200, &[("etag", "2")], history).answer(204, &[], "").answer(204, &[], "");
+        let holding_the_event = Scripted::new()
+            .answer(200, &[("etag", "2")], history)
+            .answer(204, &[], "")
+            .answer(204, &[], "");
         let dapr_error = r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#;
         let timed_out = || SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into());
         let event = r#"{"data":{"user_id":"ann","message":"hi","id":1,"created_at":"t","write_id":"w1"}}"#;
         // A new user's POST: no history, the empty one created, read back, the outbox transaction.
-        let new_users_post = Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(200, &[("etag", "1")], r#"{"next_id":0,"messages":[],"write_ids":{}}"#).answer(204, &[], "");
+        let new_users_post = Scripted::new()
+            .answer(204, &[], "")
+            .answer(204, &[], "")
+            .answer(
+                200,
+                &[("etag", "1")],
+                r#"{"next_id":0,"messages":[],"write_ids":{}}"#,
+            )
+            .answer(204, &[], "");
         let (get, post) = (Method::Get, Method::Post);
         let messages = "/messages/:user_id";
         let produced: BTreeSet<_> = [
             case(get.clone(), "/", "/"),
             case(post.clone(), "/messages", "/messages?user_id=ann&message=hi").sidecar(new_users_post),
             case(post.clone(), "/messages", "/messages?message=hi"),
-            case(post.clone(), "/messages", "/messages").body("application/json", format!(r#"{{"user_id":"ann","message":"{}"}}"#, "m".repeat(4097))),
+            case(post.clone(), "/messages", "/messages").body(
+                "application/json",
+                format!(r#"{{"user_id":"ann","message":"{}"}}"#, "m".repeat(4097)),
+            ),
             case(post.clone(), "/messages", "/messages?user_id=ann").body("text/plain", "hi"),
-            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi").sidecar(Scripted::new().fail(SendFailure::Denied)),
-            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi").sidecar(Scripted::new().answer(500, &[], dapr_error)),
-            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi").sidecar(Scripted::new().refuse()),
-            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi").sidecar(Scripted::new().fail(timed_out())),
+            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi")
+                .sidecar(Scripted::new().fail(SendFailure::Denied)),
+            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi")
+                .sidecar(Scripted::new().answer(500, &[], dapr_error)),
+            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi")
+                .sidecar(Scripted::new().refuse()),
+            case(post.clone(), "/messages", "/messages?user_id=ann&message=hi")
+                .sidecar(Scripted::new().fail(timed_out())),
             case(get.clone(), messages, "/messages/ann").sidecar(Scripted::new().answer(200, &[], history)),
             case(get.clone(), messages, "/messages/a%2Fb"),
             case(get.clone(), messages, "/messages/ann").sidecar(Scripted::new().answer(204, &[], "")),
             case(get.clone(), messages, "/messages/ann").setting("statestore_name", "no/slash"),
-            case(get.clone(), messages, "/messages/ann").sidecar(Scripted::new().answer(500, &[], dapr_error)),
+            case(get.clone(), messages, "/messages/ann").sidecar(Scripted::new().answer(
+                500,
+                &[],
+                dapr_error,
+            )),
             case(get.clone(), messages, "/messages/ann").sidecar(Scripted::new().refuse()),
             case(get.clone(), messages, "/messages/ann").sidecar(Scripted::new().fail(timed_out())),
             case(get.clone(), "/dapr/subscribe", "/dapr/subscribe"),
             case(get.clone(), "/dapr/subscribe", "/dapr/subscribe").setting("pubsub_name", "no/slash"),
-            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(holding_the_event),
-            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).setting("app_api_token", "secret"),
-            case(post.clone(), "/events/message-updated", "/events/message-updated").setting("pubsub_topic", "no/slash"),
-            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(Scripted::new().answer(500, &[], dapr_error)),
-            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(Scripted::new().refuse()),
-            case(post.clone(), "/events/message-updated", "/events/message-updated").body("application/cloudevents+json", event).sidecar(Scripted::new().fail(timed_out())),
-            case(post.clone(), "/events/dead-letter", "/events/dead-letter").body("application/cloudevents+json", event),
-            case(post.clone(), "/events/dead-letter", "/events/dead-letter").body("application/cloudevents+json", event).setting("app_api_token", "secret"),
-            case(post.clone(), "/events/dead-letter", "/events/dead-letter").setting("pubsub_topic", "no/slash"),
+            case(post.clone(), "/events/message-updated", "/events/message-updated")
+                .body("application/cloudevents+json", event)
+                .sidecar(holding_the_event),
+            case(post.clone(), "/events/message-updated", "/events/message-updated")
+                .body("application/cloudevents+json", event)
+                .setting("app_api_token", "secret"),
+            case(post.clone(), "/events/message-updated", "/events/message-updated")
+                .setting("pubsub_topic", "no/slash"),
+            case(post.clone(), "/events/message-updated", "/events/message-updated")
+                .body("application/cloudevents+json", event)
+                .sidecar(Scripted::new().answer(500, &[], dapr_error)),
+            case(post.clone(), "/events/message-updated", "/events/message-updated")
+                .body("application/cloudevents+json", event)
+                .sidecar(Scripted::new().refuse()),
+            case(post.clone(), "/events/message-updated", "/events/message-updated")
+                .body("application/cloudevents+json", event)
+                .sidecar(Scripted::new().fail(timed_out())),
+            case(post.clone(), "/events/dead-letter", "/events/dead-letter")
+                .body("application/cloudevents+json", event),
+            case(post.clone(), "/events/dead-letter", "/events/dead-letter")
+                .body("application/cloudevents+json", event)
+                .setting("app_api_token", "secret"),
+            case(post.clone(), "/events/dead-letter", "/events/dead-letter")
+                .setting("pubsub_topic", "no/slash"),
             case(get.clone(), "/healthz", "/healthz"),
             case(get.clone(), "/readyz", "/readyz").sidecar(Scripted::new().answer(204, &[], "")),
             case(get.clone(), "/readyz", "/readyz").sidecar(Scripted::new().fail(timed_out())),
@@ -147,6 +229,10 @@ mod tests {
         .into_iter()
         .map(Case::answer)
         .collect();
-        assert_eq!(produced, documented(), "left: produced by the requests above; right: documented in src/openapi.json");
+        assert_eq!(
+            produced,
+            documented(),
+            "left: produced by the requests above; right: documented in src/openapi.json"
+        );
     }
 }

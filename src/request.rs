@@ -41,7 +41,10 @@ pub fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is {} bytes; at most {MAX_BODY_BYTES} are allowed", body.len()),
+            format!(
+                "body is {} bytes; at most {MAX_BODY_BYTES} are allowed",
+                body.len()
+            ),
         ));
     }
     let content_type = header(request, "content-type").unwrap_or("");
@@ -53,7 +56,9 @@ pub fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
         ));
     }
     if from_query.user_id.is_some() || from_query.message.is_some() {
-        return Err(ApiError::bad_request("send user_id and message either in the query or in the JSON body, not both"));
+        return Err(ApiError::bad_request(
+            "send user_id and message either in the query or in the JSON body, not both",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
 }
@@ -79,11 +84,20 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
 /// spin-sdk already compiles in; a `%` without two hex digits after it, and bytes that are
 /// not UTF-8, are the caller's error (the crate would pass both through).
 pub fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
-    let bad_escape = text.split('%').skip(1).any(|rest| !rest.as_bytes().get(..2).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
+    let bad_escape = text.split('%').skip(1).any(|rest| {
+        !rest
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
     if bad_escape {
         return Err(ApiError::bad_request(format!("bad percent-escape in {text:?}")));
     }
-    let text = if plus_is_space { Cow::Owned(text.replace('+', " ")) } else { Cow::Borrowed(text) };
+    let text = if plus_is_space {
+        Cow::Owned(text.replace('+', " "))
+    } else {
+        Cow::Borrowed(text)
+    };
     percent_decode_str(&text)
         .decode_utf8()
         .map(Cow::into_owned)

@@ -70,7 +70,10 @@ pub struct App<T> {
 
 impl<T: Transport> App<T> {
     fn messages(&self) -> Messages<'_, T> {
-        Messages { dapr: &self.dapr, config: &self.config }
+        Messages {
+            dapr: &self.dapr,
+            config: &self.config,
+        }
     }
 }
 
@@ -88,7 +91,10 @@ where
     T: Transport + Clone,
     C: Fn() -> Result<Config, ApiError>,
 {
-    Router { transport, load_config }
+    Router {
+        transport,
+        load_config,
+    }
 }
 
 impl<T, C> Router<T, C>
@@ -102,8 +108,9 @@ where
 
     fn answer(&self, request: &Request) -> Result<Response, ApiError> {
         let path = request.path();
-        let Some((method, endpoint, user_id)) =
-            ROUTES.iter().find_map(|&(method, pattern, endpoint)| Some((method, endpoint, match_path(pattern, path)?)))
+        let Some((method, endpoint, user_id)) = ROUTES
+            .iter()
+            .find_map(|&(method, pattern, endpoint)| Some((method, endpoint, match_path(pattern, path)?)))
         else {
             return Err(ApiError::not_found(format!("no route for {path}")));
         };
@@ -128,7 +135,10 @@ where
     fn app(&self, request: &Request) -> Result<App<T>, ApiError> {
         let config = (self.load_config)()?;
         let trace = TraceContext::from_headers(|name| header(request, name));
-        Ok(App { dapr: DaprClient::new(self.transport.clone(), &config).with_trace(trace), config })
+        Ok(App {
+            dapr: DaprClient::new(self.transport.clone(), &config).with_trace(trace),
+            config,
+        })
     }
 }
 
@@ -179,7 +189,11 @@ fn post_message<T: Transport>(app: &App<T>, request: &Request) -> Result<Respons
 fn get_messages<T: Transport>(app: &App<T>, user_id_segment: &str) -> Result<Response, ApiError> {
     let user_id = percent_decode(user_id_segment, false)?;
     let user_id = validate_user_id(Some(&user_id))?;
-    let history = app.messages().history(user_id)?.map(|(history, _)| history).unwrap_or_default();
+    let history = app
+        .messages()
+        .history(user_id)?
+        .map(|(history, _)| history)
+        .unwrap_or_default();
     let Some(latest) = history.messages.last() else {
         return Err(ApiError::not_found(format!("no messages for user {user_id:?}")));
     };
@@ -213,9 +227,10 @@ fn dapr_subscribe<T: Transport>(app: &App<T>) -> Result<Response, ApiError> {
 /// With the Spin variable `app_api_token` set, only Dapr (which sends it as `dapr-api-token`) may deliver.
 fn check_app_token<T: Transport>(app: &App<T>, request: &Request) -> Result<(), ApiError> {
     match &app.config.app_api_token {
-        Some(token) if header(request, "dapr-api-token") != Some(token.as_str()) => {
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong dapr-api-token"))
-        }
+        Some(token) if header(request, "dapr-api-token") != Some(token.as_str()) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong dapr-api-token",
+        )),
         _ => Ok(()),
     }
 }
@@ -229,7 +244,10 @@ fn receive_event<T: Transport>(app: &App<T>, request: &Request) -> Result<Respon
     let status = match parse_cloud_event(request.body()) {
         Ok(event) => {
             // The trace Dapr delivers the event in (under the outbox, not the POST's: README, Tracing).
-            let trace = header(request, "traceparent").and_then(trace_id).map(|id| format!(" trace_id={id}")).unwrap_or_default();
+            let trace = header(request, "traceparent")
+                .and_then(trace_id)
+                .map(|id| format!(" trace_id={id}"))
+                .unwrap_or_default();
             let messages = app.messages();
             match messages.verdict(&event)? {
                 Verdict::Act { delivery, replaces } => {
@@ -283,7 +301,14 @@ mod tests {
     use spin_sdk::http::Method;
     use std::rc::Rc;
 
-    fn send(dapr: &Rc<Scripted>, config: Config, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> (u16, serde_json::Value, Response) {
+    fn send(
+        dapr: &Rc<Scripted>,
+        config: Config,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, serde_json::Value, Response) {
         let mut request = Request::builder();
         request.method(method).uri(uri).body(body.as_bytes().to_vec());
         for (name, value) in headers {
@@ -294,9 +319,18 @@ mod tests {
         (*response.status(), json, response)
     }
 
-    fn call(dapr: &Rc<Scripted>, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> (u16, serde_json::Value) {
+    fn call(
+        dapr: &Rc<Scripted>,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let (status, json, response) = send(dapr, config(), method, uri, headers, body);
-        assert_eq!(response.header("content-type").and_then(|v| v.as_str()), Some("application/json"));
+        assert_eq!(
+            response.header("content-type").and_then(|v| v.as_str()),
+            Some("application/json")
+        );
         (status, json)
     }
 
@@ -310,14 +344,21 @@ mod tests {
     /// missing, created empty, read back with its ETag, then written in the transaction.
     fn accepting() -> Rc<Scripted> {
         let empty = r#"{"next_id":0,"messages":[],"write_ids":{}}"#;
-        Scripted::new().answer(204, &[], "").answer(204, &[], "").answer(200, &[("etag", "1")], empty).answer(204, &[], "")
+        Scripted::new()
+            .answer(204, &[], "")
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "1")], empty)
+            .answer(204, &[], "")
     }
 
     /// A sidecar whose state holds ann's message 1 by write w1, and which takes the claim.
     fn holding_ann_w1() -> Rc<Scripted> {
         let mut history = crate::messages::History::default();
         history.append("hi".into(), "t".into(), 100, "w1".into());
-        Scripted::new().answer(200, &[("etag", "2")], &serde_json::to_string(&history).unwrap()).answer(204, &[], "").answer(204, &[], "")
+        Scripted::new()
+            .answer(200, &[("etag", "2")], &serde_json::to_string(&history).unwrap())
+            .answer(204, &[], "")
+            .answer(204, &[], "")
     }
 
     fn ann_w1_event() -> String {
@@ -326,20 +367,39 @@ mod tests {
 
     #[test]
     fn greeting() {
-        assert_eq!(call(&Scripted::new(), Method::Get, "/", &[], ""), (200, json!({"message": "Hello from Dapr Spin!"})));
+        assert_eq!(
+            call(&Scripted::new(), Method::Get, "/", &[], ""),
+            (200, json!({"message": "Hello from Dapr Spin!"}))
+        );
     }
 
     #[test]
     fn course_curl_query_with_empty_json_body() {
         let dapr = accepting();
-        let (status, body) = call(&dapr, Method::Post, "/messages?user_id=junaid&message=Hello%20Dapr%21", &[JSON], "");
+        let (status, body) = call(
+            &dapr,
+            Method::Post,
+            "/messages?user_id=junaid&message=Hello%20Dapr%21",
+            &[JSON],
+            "",
+        );
         assert_eq!(status, 201);
         assert_eq!(body["status"], "Stored and published message for junaid");
         assert_eq!(body["message"]["message"], "Hello Dapr!");
         assert_eq!(body["message"]["id"], 1);
-        assert_eq!(dapr.calls()[3], "POST http://localhost:3500/v1.0/state/statestore/transaction");
+        assert_eq!(
+            dapr.calls()[3],
+            "POST http://localhost:3500/v1.0/state/statestore/transaction"
+        );
         let event = &dapr.json_sent(3)["operations"][1]["request"]["value"];
-        assert_eq!((event["user_id"].clone(), event["message"].clone(), event["id"].clone()), (json!("junaid"), json!("Hello Dapr!"), json!(1)));
+        assert_eq!(
+            (
+                event["user_id"].clone(),
+                event["message"].clone(),
+                event["id"].clone()
+            ),
+            (json!("junaid"), json!("Hello Dapr!"), json!(1))
+        );
         assert_eq!(event["created_at"], body["message"]["created_at"]);
     }
 
@@ -347,17 +407,33 @@ mod tests {
     fn the_requests_trace_context_goes_on_each_of_its_dapr_calls() {
         let dapr = accepting();
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let (status, _) = call(&dapr, Method::Post, "/messages?user_id=ann&message=m", &[("traceparent", parent), ("tracestate", "a=1")], "");
+        let (status, _) = call(
+            &dapr,
+            Method::Post,
+            "/messages?user_id=ann&message=m",
+            &[("traceparent", parent), ("tracestate", "a=1")],
+            "",
+        );
         assert_eq!(status, 201);
         // A new user's POST: read, create, read again, then the outbox transaction.
         assert_eq!(dapr.sent.borrow().len(), 4);
-        assert!(dapr.sent.borrow().iter().all(|r| r.headers()["traceparent"] == parent && r.headers()["tracestate"] == "a=1"));
+        assert!(dapr
+            .sent
+            .borrow()
+            .iter()
+            .all(|r| r.headers()["traceparent"] == parent && r.headers()["tracestate"] == "a=1"));
     }
 
     #[test]
     fn post_by_json_body() {
         let dapr = accepting();
-        let (status, body) = call(&dapr, Method::Post, "/messages", &[("content-type", "application/json; charset=utf-8")], r#"{"user_id":"ann","message":"hi"}"#);
+        let (status, body) = call(
+            &dapr,
+            Method::Post,
+            "/messages",
+            &[("content-type", "application/json; charset=utf-8")],
+            r#"{"user_id":"ann","message":"hi"}"#,
+        );
         assert_eq!((status, body["user_id"].clone()), (201, json!("ann")));
     }
 
@@ -370,19 +446,64 @@ mod tests {
 
     #[test]
     fn bad_posts_get_their_error_and_call_no_dapr() {
-        let big = format!(r#"{{"user_id":"ann","message":"{}"}}"#, "x".repeat(crate::request::MAX_BODY_BYTES));
+        let big = format!(
+            r#"{{"user_id":"ann","message":"{}"}}"#,
+            "x".repeat(crate::request::MAX_BODY_BYTES)
+        );
         for (uri, headers, body, status, says) in [
             ("/messages", vec![JSON], "", 400, "user_id is required"),
-            ("/messages?user_id=ann", vec![JSON], "", 400, "message is required"),
+            (
+                "/messages?user_id=ann",
+                vec![JSON],
+                "",
+                400,
+                "message is required",
+            ),
             ("/messages?user_id=a%2Fb&message=m", vec![], "", 400, "'/'"),
-            ("/messages?user_id=ann&message=m&user_id=bob", vec![], "", 400, "more than once"),
-            ("/messages?user_id=%zz&message=m", vec![], "", 400, "percent-escape"),
+            (
+                "/messages?user_id=ann&message=m&user_id=bob",
+                vec![],
+                "",
+                400,
+                "more than once",
+            ),
+            (
+                "/messages?user_id=%zz&message=m",
+                vec![],
+                "",
+                400,
+                "percent-escape",
+            ),
             ("/messages?user_id=%ff&message=m", vec![], "", 400, "UTF-8"),
             ("/messages", vec![JSON], "{oops", 400, "malformed JSON"),
-            ("/messages", vec![JSON], r#"{"user_id":7,"message":"m"}"#, 400, "malformed JSON"),
-            ("/messages", vec![("content-type", "text/plain")], "user_id=ann", 415, "Content-Type"),
-            ("/messages", vec![], r#"{"user_id":"ann","message":"m"}"#, 415, "Content-Type"),
-            ("/messages?user_id=ann", vec![JSON], r#"{"message":"m"}"#, 400, "not both"),
+            (
+                "/messages",
+                vec![JSON],
+                r#"{"user_id":7,"message":"m"}"#,
+                400,
+                "malformed JSON",
+            ),
+            (
+                "/messages",
+                vec![("content-type", "text/plain")],
+                "user_id=ann",
+                415,
+                "Content-Type",
+            ),
+            (
+                "/messages",
+                vec![],
+                r#"{"user_id":"ann","message":"m"}"#,
+                415,
+                "Content-Type",
+            ),
+            (
+                "/messages?user_id=ann",
+                vec![JSON],
+                r#"{"message":"m"}"#,
+                400,
+                "not both",
+            ),
             ("/messages", vec![JSON], big.as_str(), 413, "at most"),
         ] {
             let dapr = Scripted::new();
@@ -403,12 +524,21 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(body["user_id"], "ann");
         assert_eq!(body["message"], "two");
-        assert_eq!(body["messages"], json!([{"id": 1, "message": "one", "created_at": "t1"}, {"id": 2, "message": "two", "created_at": "t2"}]));
+        assert_eq!(
+            body["messages"],
+            json!([{"id": 1, "message": "one", "created_at": "t1"}, {"id": 2, "message": "two", "created_at": "t2"}])
+        );
     }
 
     #[test]
     fn unknown_user_is_404_not_500() {
-        let (status, body) = call(&Scripted::new().answer(204, &[], ""), Method::Get, "/messages/nobody", &[], "");
+        let (status, body) = call(
+            &Scripted::new().answer(204, &[], ""),
+            Method::Get,
+            "/messages/nobody",
+            &[],
+            "",
+        );
         assert_eq!(status, 404);
         assert_eq!(body["error"], "no messages for user \"nobody\"");
     }
@@ -435,17 +565,33 @@ mod tests {
             let dapr = Scripted::new();
             let (status, body) = call(&dapr, method, uri, &[], "");
             assert_eq!(status, 400, "{uri}: {body}");
-            assert!(body["error"].as_str().unwrap().contains("'.' or '..'"), "{uri}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("'.' or '..'"),
+                "{uri}: {body}"
+            );
             assert!(dapr.calls().is_empty(), "{uri} called Dapr");
         }
     }
 
     #[test]
     fn dapr_down_is_503_and_dapr_error_is_502() {
-        assert_eq!(call(&Scripted::new().refuse(), Method::Post, "/messages?user_id=a&message=m", &[], "").0, 503);
+        assert_eq!(
+            call(
+                &Scripted::new().refuse(),
+                Method::Post,
+                "/messages?user_id=a&message=m",
+                &[],
+                ""
+            )
+            .0,
+            503
+        );
         let dapr = Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#);
         let (status, body) = call(&dapr, Method::Get, "/messages/ann", &[], "");
-        assert_eq!((status, body["dapr_error_code"].clone()), (502, json!("ERR_STATE_GET")));
+        assert_eq!(
+            (status, body["dapr_error_code"].clone()),
+            (502, json!("ERR_STATE_GET"))
+        );
     }
 
     #[test]
@@ -468,7 +614,11 @@ mod tests {
         let ce = ("content-type", "application/cloudevents+json");
         for body in [ann_w1_event().as_str(), "garbage", ""] {
             let dapr = Scripted::new();
-            assert_eq!(call(&dapr, Method::Post, DEAD_LETTER_ROUTE, &[ce], body), (200, json!({"status": "SUCCESS"})), "{body:?}");
+            assert_eq!(
+                call(&dapr, Method::Post, DEAD_LETTER_ROUTE, &[ce], body),
+                (200, json!({"status": "SUCCESS"})),
+                "{body:?}"
+            );
             assert!(dapr.calls().is_empty());
         }
     }
@@ -477,16 +627,29 @@ mod tests {
     fn event_success_and_drop() {
         let ce = ("content-type", "application/cloudevents+json");
         let dapr = holding_ann_w1();
-        assert_eq!(call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()), (200, json!({"status": "SUCCESS"})));
-        assert_eq!(dapr.calls().len(), 3, "checked against the history, claimed, the claim read back to mark it done");
-        assert_eq!(call(&Scripted::new(), Method::Post, EVENT_ROUTE, &[ce], "garbage"), (200, json!({"status": "DROP"})));
+        assert_eq!(
+            call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()),
+            (200, json!({"status": "SUCCESS"}))
+        );
+        assert_eq!(
+            dapr.calls().len(),
+            3,
+            "checked against the history, claimed, the claim read back to mark it done"
+        );
+        assert_eq!(
+            call(&Scripted::new(), Method::Post, EVENT_ROUTE, &[ce], "garbage"),
+            (200, json!({"status": "DROP"}))
+        );
     }
 
     #[test]
     fn a_phantom_event_is_ignored_not_retried() {
         let ce = ("content-type", "application/cloudevents+json");
         let dapr = Scripted::new().answer(204, &[], "");
-        assert_eq!(call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()), (200, json!({"status": "SUCCESS"})));
+        assert_eq!(
+            call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()),
+            (200, json!({"status": "SUCCESS"}))
+        );
     }
 
     #[test]
@@ -501,28 +664,80 @@ mod tests {
         let mut config = config();
         config.app_api_token = Some("app-secret".into());
         let event = ann_w1_event();
-        let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, EVENT_ROUTE, &[], &event);
+        let (status, ..) = send(
+            &Scripted::new(),
+            config.clone(),
+            Method::Post,
+            EVENT_ROUTE,
+            &[],
+            &event,
+        );
         assert_eq!(status, 401);
-        let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, EVENT_ROUTE, &[("dapr-api-token", "wrong")], &event);
+        let (status, ..) = send(
+            &Scripted::new(),
+            config.clone(),
+            Method::Post,
+            EVENT_ROUTE,
+            &[("dapr-api-token", "wrong")],
+            &event,
+        );
         assert_eq!(status, 401);
-        let (status, body, _) = send(&holding_ann_w1(), config.clone(), Method::Post, EVENT_ROUTE, &[("dapr-api-token", "app-secret")], &event);
+        let (status, body, _) = send(
+            &holding_ann_w1(),
+            config.clone(),
+            Method::Post,
+            EVENT_ROUTE,
+            &[("dapr-api-token", "app-secret")],
+            &event,
+        );
         assert_eq!((status, body), (200, json!({"status": "SUCCESS"})));
-        let (status, ..) = send(&Scripted::new(), config.clone(), Method::Post, DEAD_LETTER_ROUTE, &[("dapr-api-token", "wrong")], &event);
+        let (status, ..) = send(
+            &Scripted::new(),
+            config.clone(),
+            Method::Post,
+            DEAD_LETTER_ROUTE,
+            &[("dapr-api-token", "wrong")],
+            &event,
+        );
         assert_eq!(status, 401, "the dead-letter route too");
-        let (status, ..) = send(&Scripted::new(), config, Method::Post, DEAD_LETTER_ROUTE, &[("dapr-api-token", "app-secret")], &event);
+        let (status, ..) = send(
+            &Scripted::new(),
+            config,
+            Method::Post,
+            DEAD_LETTER_ROUTE,
+            &[("dapr-api-token", "app-secret")],
+            &event,
+        );
         assert_eq!(status, 200);
     }
 
     #[test]
     fn health_and_readiness() {
         assert_eq!(call(&Scripted::new(), Method::Get, "/healthz", &[], "").0, 200);
-        assert_eq!(call(&Scripted::new().answer(204, &[], ""), Method::Get, "/readyz", &[], "").0, 200);
-        assert_eq!(call(&Scripted::new().refuse(), Method::Get, "/readyz", &[], "").0, 503);
+        assert_eq!(
+            call(
+                &Scripted::new().answer(204, &[], ""),
+                Method::Get,
+                "/readyz",
+                &[],
+                ""
+            )
+            .0,
+            200
+        );
+        assert_eq!(
+            call(&Scripted::new().refuse(), Method::Get, "/readyz", &[], "").0,
+            503
+        );
     }
 
     #[test]
     fn wrong_method_is_405_with_allow() {
-        for (method, uri, allow) in [(Method::Get, "/messages", "POST"), (Method::Delete, "/messages/ann", "GET"), (Method::Post, "/", "GET")] {
+        for (method, uri, allow) in [
+            (Method::Get, "/messages", "POST"),
+            (Method::Delete, "/messages/ann", "GET"),
+            (Method::Post, "/", "GET"),
+        ] {
             let (status, body, response) = send(&Scripted::new(), config(), method, uri, &[], "");
             assert_eq!(status, 405, "{uri}");
             assert_eq!(response.header("allow").and_then(|v| v.as_str()), Some(allow));
@@ -542,20 +757,29 @@ mod tests {
     #[test]
     fn empty_path_segments_do_not_count() {
         assert_eq!(call(&Scripted::new(), Method::Get, "//healthz/", &[], "").0, 200);
-        assert_eq!(call(&Scripted::new(), Method::Get, "//", &[], ""), (200, json!({"message": GREETING})));
+        assert_eq!(
+            call(&Scripted::new(), Method::Get, "//", &[], ""),
+            (200, json!({"message": GREETING}))
+        );
         let dapr = Scripted::new().answer(204, &[], "");
-        assert_eq!(call(&dapr, Method::Get, "/messages//ann/", &[], "").0, 404, "ann has no messages");
+        assert_eq!(
+            call(&dapr, Method::Get, "/messages//ann/", &[], "").0,
+            404,
+            "ann has no messages"
+        );
         assert_eq!(dapr.calls().len(), 1, "read ann's history");
     }
 
     #[test]
     fn a_bad_setting_is_a_clear_500_but_liveness_holds() {
-        let broken = || Config::from_lookup(|name| (name == "message_history_limit").then(|| "lots".to_string()));
+        let broken =
+            || Config::from_lookup(|name| (name == "message_history_limit").then(|| "lots".to_string()));
         let request = || Request::builder().method(Method::Get).uri("/readyz").build();
         let response = router(Scripted::new(), broken).handle(request());
         assert_eq!(*response.status(), 500);
         assert!(String::from_utf8_lossy(response.body()).contains("message_history_limit"));
-        let live = router(Scripted::new(), broken).handle(Request::builder().method(Method::Get).uri("/healthz").build());
+        let live = router(Scripted::new(), broken)
+            .handle(Request::builder().method(Method::Get).uri("/healthz").build());
         assert_eq!(*live.status(), 200);
     }
 }

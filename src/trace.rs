@@ -15,13 +15,20 @@ impl TraceContext {
     pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<TraceContext> {
         let traceparent = header("traceparent")?.trim();
         trace_id(traceparent)?;
-        let tracestate = header("tracestate").map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-        Some(TraceContext { traceparent: traceparent.to_string(), tracestate })
+        let tracestate = header("tracestate")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        Some(TraceContext {
+            traceparent: traceparent.to_string(),
+            tracestate,
+        })
     }
 
     /// The headers to send on.
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        std::iter::once(("traceparent", self.traceparent.as_str())).chain(self.tracestate.as_deref().map(|s| ("tracestate", s)))
+        std::iter::once(("traceparent", self.traceparent.as_str()))
+            .chain(self.tracestate.as_deref().map(|s| ("tracestate", s)))
     }
 }
 
@@ -29,8 +36,14 @@ impl TraceContext {
 /// hex, ids not all zeros), else `None`. Versions after 00 may append fields.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
     let fields: Vec<&str> = traceparent.split('-').collect();
-    let is_hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let [version, trace_id, parent_id, flags, rest @ ..] = fields.as_slice() else { return None };
+    let is_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let [version, trace_id, parent_id, flags, rest @ ..] = fields.as_slice() else {
+        return None;
+    };
     let well_formed = is_hex(version, 2)
         && *version != "ff"
         && (rest.is_empty() || *version != "00")
@@ -60,7 +73,10 @@ mod tests {
     fn both_headers_are_passed_on_unchanged() {
         let context = context(Some(PARENT), Some("congo=t61rcWkgMzE")).unwrap();
         let headers: Vec<_> = context.headers().collect();
-        assert_eq!(headers, [("traceparent", PARENT), ("tracestate", "congo=t61rcWkgMzE")]);
+        assert_eq!(
+            headers,
+            [("traceparent", PARENT), ("tracestate", "congo=t61rcWkgMzE")]
+        );
     }
 
     #[test]
@@ -72,7 +88,10 @@ mod tests {
     #[test]
     fn the_trace_id_of_a_well_formed_traceparent() {
         assert_eq!(trace_id(PARENT), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        assert_eq!(trace_id("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            trace_id("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
     }
 
     #[test]

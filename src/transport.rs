@@ -52,9 +52,10 @@ impl From<ErrorCode> for SendFailure {
     fn from(code: ErrorCode) -> Self {
         match code {
             ErrorCode::HttpRequestDenied => SendFailure::Denied,
-            ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout | ErrorCode::HttpResponseTimeout => {
-                SendFailure::TimedOut(format!("{code:?}"))
-            }
+            ErrorCode::ConnectionTimeout
+            | ErrorCode::ConnectionReadTimeout
+            | ErrorCode::ConnectionWriteTimeout
+            | ErrorCode::HttpResponseTimeout => SendFailure::TimedOut(format!("{code:?}")),
             ErrorCode::ConnectionRefused
             | ErrorCode::DnsTimeout
             | ErrorCode::DnsError(_)
@@ -87,11 +88,18 @@ pub struct WasiHttp;
 
 impl Transport for WasiHttp {
     fn send(&self, request: Request<Vec<u8>>, limits: &TimeLimits) -> Result<Response<Vec<u8>>, SendFailure> {
-        let (outgoing, body) = request.try_into_outgoing_request().map_err(|e| SendFailure::Unreachable(e.to_string()))?;
-        let outgoing_body = outgoing.body().map_err(|()| SendFailure::Unreachable("the request body was taken".into()))?;
-        let pending = outgoing_handler::handle(outgoing, Some(request_options(limits))).map_err(SendFailure::from)?;
+        let (outgoing, body) = request
+            .try_into_outgoing_request()
+            .map_err(|e| SendFailure::Unreachable(e.to_string()))?;
+        let outgoing_body = outgoing
+            .body()
+            .map_err(|()| SendFailure::Unreachable("the request body was taken".into()))?;
+        let pending =
+            outgoing_handler::handle(outgoing, Some(request_options(limits))).map_err(SendFailure::from)?;
 
-        let stream = outgoing_body.write().map_err(|()| SendFailure::Unreachable("the request body is not writable".into()))?;
+        let stream = outgoing_body
+            .write()
+            .map_err(|()| SendFailure::Unreachable("the request body is not writable".into()))?;
         // wasi:io lets one blocking write carry at most 4096 bytes.
         for chunk in body.unwrap_or_default().chunks(4096) {
             stream.blocking_write_and_flush(chunk).map_err(stream_failure)?;
@@ -118,13 +126,20 @@ fn request_options(limits: &TimeLimits) -> RequestOptions {
     options
 }
 
-fn read_response(response: IncomingResponse, between_bytes: Duration) -> Result<Response<Vec<u8>>, SendFailure> {
+fn read_response(
+    response: IncomingResponse,
+    between_bytes: Duration,
+) -> Result<Response<Vec<u8>>, SendFailure> {
     let mut reply = Response::builder().status(response.status());
     for (name, value) in response.headers().entries() {
         reply = reply.header(name, value);
     }
-    let incoming_body = response.consume().map_err(|()| SendFailure::Broken("the response body was taken".into()))?;
-    let stream = incoming_body.stream().map_err(|()| SendFailure::Broken("the response body is not readable".into()))?;
+    let incoming_body = response
+        .consume()
+        .map_err(|()| SendFailure::Broken("the response body was taken".into()))?;
+    let stream = incoming_body
+        .stream()
+        .map_err(|()| SendFailure::Broken("the response body is not readable".into()))?;
     let mut body = Vec::new();
     loop {
         let waiting = Instant::now();
@@ -135,9 +150,11 @@ fn read_response(response: IncomingResponse, between_bytes: Duration) -> Result<
                 return Err(match stream_failure(error) {
                     // wasmtime 48 reports a stalled body as text ("connection read timeout"),
                     // without the error code: a read that failed after the whole limit timed out.
-                    SendFailure::Broken(why) if waiting.elapsed() >= between_bytes => SendFailure::TimedOut(why),
+                    SendFailure::Broken(why) if waiting.elapsed() >= between_bytes => {
+                        SendFailure::TimedOut(why)
+                    }
                     failure => failure,
-                })
+                });
             }
         }
     }
@@ -171,13 +188,17 @@ pub(crate) mod scripted {
 
         pub fn answer(self: &Rc<Self>, status: u16, headers: &[(&str, &str)], body: &str) -> Rc<Self> {
             let response = response(status, headers, body);
-            self.answers.borrow_mut().push_back(Box::new(move |_| Ok(response.clone())));
+            self.answers
+                .borrow_mut()
+                .push_back(Box::new(move |_| Ok(response.clone())));
             self.clone()
         }
 
         /// The next call gets no HTTP answer, for this reason.
         pub fn fail(self: &Rc<Self>, why: SendFailure) -> Rc<Self> {
-            self.answers.borrow_mut().push_back(Box::new(move |_| Err(why.clone())));
+            self.answers
+                .borrow_mut()
+                .push_back(Box::new(move |_| Err(why.clone())));
             self.clone()
         }
 
@@ -186,7 +207,11 @@ pub(crate) mod scripted {
         pub fn answer_last_saved(self: &Rc<Self>, etag: &str) -> Rc<Self> {
             let etag = etag.to_string();
             self.answers.borrow_mut().push_back(Box::new(move |sent| {
-                let saved = sent.iter().rev().find(|r| r.method() == http::Method::POST && !r.uri().path().ends_with("/transaction")).expect("no save was sent");
+                let saved = sent
+                    .iter()
+                    .rev()
+                    .find(|r| r.method() == http::Method::POST && !r.uri().path().ends_with("/transaction"))
+                    .expect("no save was sent");
                 let body: serde_json::Value = serde_json::from_slice(saved.body()).unwrap();
                 Ok(response(200, &[("etag", &etag)], &body[0]["value"].to_string()))
             }));
@@ -198,9 +223,17 @@ pub(crate) mod scripted {
         pub fn answer_last_written(self: &Rc<Self>, etag: &str) -> Rc<Self> {
             let etag = etag.to_string();
             self.answers.borrow_mut().push_back(Box::new(move |sent| {
-                let written = sent.iter().rev().find(|r| r.uri().path().ends_with("/transaction")).expect("no transaction was sent");
+                let written = sent
+                    .iter()
+                    .rev()
+                    .find(|r| r.uri().path().ends_with("/transaction"))
+                    .expect("no transaction was sent");
                 let body: serde_json::Value = serde_json::from_slice(written.body()).unwrap();
-                Ok(response(200, &[("etag", &etag)], &body["operations"][0]["request"]["value"].to_string()))
+                Ok(response(
+                    200,
+                    &[("etag", &etag)],
+                    &body["operations"][0]["request"]["value"].to_string(),
+                ))
             }));
             self.clone()
         }
@@ -215,7 +248,11 @@ pub(crate) mod scripted {
         }
 
         pub fn calls(&self) -> Vec<String> {
-            self.sent.borrow().iter().map(|r| format!("{} {}", r.method(), r.uri())).collect()
+            self.sent
+                .borrow()
+                .iter()
+                .map(|r| format!("{} {}", r.method(), r.uri()))
+                .collect()
         }
     }
 
@@ -228,7 +265,11 @@ pub(crate) mod scripted {
     }
 
     impl Transport for Rc<Scripted> {
-        fn send(&self, request: Request<Vec<u8>>, limits: &TimeLimits) -> Result<Response<Vec<u8>>, SendFailure> {
+        fn send(
+            &self,
+            request: Request<Vec<u8>>,
+            limits: &TimeLimits,
+        ) -> Result<Response<Vec<u8>>, SendFailure> {
             let answer = self.answers.borrow_mut().pop_front();
             self.sent.borrow_mut().push(request);
             self.limits.borrow_mut().push(*limits);
@@ -244,15 +285,26 @@ mod tests {
     #[test]
     fn the_hosts_refusal_is_denied_not_unreachable() {
         // Spin answers a call outside allowed_outbound_hosts with this error code.
-        assert_eq!(SendFailure::from(ErrorCode::HttpRequestDenied), SendFailure::Denied);
+        assert_eq!(
+            SendFailure::from(ErrorCode::HttpRequestDenied),
+            SendFailure::Denied
+        );
     }
 
     #[test]
     fn each_time_limit_running_out_is_timed_out() {
         // Spin and wasmtime: connect -> ConnectionTimeout; first byte and between bytes ->
         // ConnectionReadTimeout.
-        for code in [ErrorCode::ConnectionTimeout, ErrorCode::ConnectionReadTimeout, ErrorCode::ConnectionWriteTimeout, ErrorCode::HttpResponseTimeout] {
-            assert!(matches!(SendFailure::from(code.clone()), SendFailure::TimedOut(_)), "{code:?}");
+        for code in [
+            ErrorCode::ConnectionTimeout,
+            ErrorCode::ConnectionReadTimeout,
+            ErrorCode::ConnectionWriteTimeout,
+            ErrorCode::HttpResponseTimeout,
+        ] {
+            assert!(
+                matches!(SendFailure::from(code.clone()), SendFailure::TimedOut(_)),
+                "{code:?}"
+            );
         }
     }
 
@@ -268,7 +320,11 @@ mod tests {
     #[test]
     fn a_connection_that_broke_or_timed_out_may_have_delivered_the_request() {
         // daprd killed mid-call: the request may have run, so a write must be checked, not retried.
-        for code in [ErrorCode::ConnectionTerminated, ErrorCode::HttpProtocolError, ErrorCode::ConnectionReadTimeout] {
+        for code in [
+            ErrorCode::ConnectionTerminated,
+            ErrorCode::HttpProtocolError,
+            ErrorCode::ConnectionReadTimeout,
+        ] {
             assert!(SendFailure::from(code.clone()).may_have_arrived(), "{code:?}");
         }
         assert!(!SendFailure::Denied.may_have_arrived());

@@ -111,21 +111,35 @@ fn stored(stack: &Stack) -> Vec<(String, u64, String)> {
                 std::thread::sleep(Duration::from_millis(500));
             };
             assert!(reply.status == 200 || reply.status == 404, "{reply:?}");
-            let messages = if reply.status == 200 { reply.json()["messages"].as_array().unwrap().clone() } else { Vec::new() };
-            messages
-                .into_iter()
-                .map(move |m| (user.clone(), m["id"].as_u64().unwrap(), m["message"].as_str().unwrap().to_string()))
+            let messages = if reply.status == 200 {
+                reply.json()["messages"].as_array().unwrap().clone()
+            } else {
+                Vec::new()
+            };
+            messages.into_iter().map(move |m| {
+                (
+                    user.clone(),
+                    m["id"].as_u64().unwrap(),
+                    m["message"].as_str().unwrap().to_string(),
+                )
+            })
         })
         .collect()
 }
 
 #[test]
 fn delivery_under_faults() {
-    let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    let seconds: u64 = std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SECONDS);
-    log(format!("seed {seed} (replay with CHAOS_SEED={seed}), load for {seconds} s"));
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    let seconds: u64 = std::env::var("CHAOS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SECONDS);
+    log(format!(
+        "seed {seed} (replay with CHAOS_SEED={seed}), load for {seconds} s"
+    ));
     let mut rng = Rng(seed);
 
     let mut stack = Stack::start_with(Options {
@@ -152,7 +166,13 @@ fn delivery_under_faults() {
                     }
                     let user = format!("chaos{}", rng.below(USERS as u64));
                     let text = format!("c{client}-{n}");
-                    let reply = support::request(port, "POST", &format!("/messages?user_id={user}&message={text}"), &[], "");
+                    let reply = support::request(
+                        port,
+                        "POST",
+                        &format!("/messages?user_id={user}&message={text}"),
+                        &[],
+                        "",
+                    );
                     let (status, body) = match reply {
                         Ok(reply) => (Some(reply.status), reply.body),
                         Err(e) => (None, e.to_string()),
@@ -161,12 +181,22 @@ fn delivery_under_faults() {
                         // The host is down: do not spin on refused connections.
                         std::thread::sleep(Duration::from_millis(100));
                     }
-                    posted.lock().unwrap().push(Posted { user, text, status, body });
+                    posted.lock().unwrap().push(Posted {
+                        user,
+                        text,
+                        status,
+                        body,
+                    });
                 }
             });
         }
 
-        let mut order = [Fault::PauseRedis, Fault::RestartRedis, Fault::RestartDaprd, Fault::RestartHost];
+        let mut order = [
+            Fault::PauseRedis,
+            Fault::RestartRedis,
+            Fault::RestartDaprd,
+            Fault::RestartHost,
+        ];
         while started.elapsed() < Duration::from_secs(seconds) {
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i as u64 + 1) as usize);
@@ -195,10 +225,16 @@ fn delivery_under_faults() {
     let (stored, acted) = loop {
         let now = stored(&stack);
         let acted = support::acted_on(&support::received(&stack.app_output_lines()));
-        let missing = now.iter().filter(|(u, id, t)| !acted.contains_key(&(u.clone(), *id, t.clone()))).count();
+        let missing = now
+            .iter()
+            .filter(|(u, id, t)| !acted.contains_key(&(u.clone(), *id, t.clone())))
+            .count();
         if missing == 0 || Instant::now() > deadline {
             std::thread::sleep(support::RETRY_WINDOW);
-            break (stored(&stack), support::acted_on(&support::received(&stack.app_output_lines())));
+            break (
+                stored(&stack),
+                support::acted_on(&support::received(&stack.app_output_lines())),
+            );
         }
         std::thread::sleep(Duration::from_secs(1));
     };
@@ -206,24 +242,33 @@ fn delivery_under_faults() {
     // Which stored messages Dapr published to the topic (the stream pubsub.redis keeps it in),
     // by id as well as text: a phantom of the same text (an earlier attempt's id) does not count.
     let published = stack.redis_cli(&["XRANGE", "message-updated", "-", "+"]);
-    let never_published: Vec<_> = stored.iter().filter(|(u, id, t)| {
-        !acted.contains_key(&(u.clone(), *id, t.clone()))
-            && !published.contains(&format!("\"id\":{id},\"message\":\"{t}\",\"user_id\":\"{u}\""))
-    }).collect();
+    let never_published: Vec<_> = stored
+        .iter()
+        .filter(|(u, id, t)| {
+            !acted.contains_key(&(u.clone(), *id, t.clone()))
+                && !published.contains(&format!("\"id\":{id},\"message\":\"{t}\",\"user_id\":\"{u}\""))
+        })
+        .collect();
 
     let mut copies: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (user, _, text) in &stored {
         *copies.entry((user.clone(), text.clone())).or_default() += 1;
     }
     let created: Vec<&Posted> = posted.iter().filter(|p| p.status == Some(201)).collect();
-    let created_not_once = created.iter().filter(|p| copies.get(&(p.user.clone(), p.text.clone())) != Some(&1)).count();
+    let created_not_once = created
+        .iter()
+        .filter(|p| copies.get(&(p.user.clone(), p.text.clone())) != Some(&1))
+        .count();
     let stored_twice = copies.values().filter(|n| **n > 1).count();
     let not_acted_once: Vec<_> = stored
         .iter()
         .filter(|m| !never_published.contains(m))
         .filter(|(u, id, t)| acted.get(&(u.clone(), *id, t.clone())).map(|c| c.0) != Some(1))
         .collect();
-    let phantoms_acted: Vec<_> = acted.keys().filter(|(u, id, t)| !stored.contains(&(u.clone(), *id, t.clone()))).collect();
+    let phantoms_acted: Vec<_> = acted
+        .keys()
+        .filter(|(u, id, t)| !stored.contains(&(u.clone(), *id, t.clone())))
+        .collect();
     let said_maybe = |p: &Posted| p.status.is_none() || p.body.contains("may have been stored");
     let is_stored = |p: &Posted| copies.contains_key(&(p.user.clone(), p.text.clone()));
     let failed: Vec<&Posted> = posted.iter().filter(|p| p.status != Some(201)).collect();
@@ -233,7 +278,9 @@ fn delivery_under_faults() {
     let lines_twice = acted.values().filter(|c| c.1 > 1).count();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     for p in &posted {
-        *statuses.entry(p.status.map_or("none".into(), |s| s.to_string())).or_default() += 1;
+        *statuses
+            .entry(p.status.map_or("none".into(), |s| s.to_string()))
+            .or_default() += 1;
     }
 
     log(format!(
@@ -247,12 +294,34 @@ fn delivery_under_faults() {
          {} stored messages Dapr never published to the topic {never_published:?}",
         stored.len(), acted.len(), not_acted_once.len(), phantoms_acted.len(), failed_but_stored.len(), never_published.len()
     ));
-    let sample = |what: &str, n: usize| if n > 0 { format!("{what}\n{}", stack.logs()) } else { String::new() };
+    let sample = |what: &str, n: usize| {
+        if n > 0 {
+            format!("{what}\n{}", stack.logs())
+        } else {
+            String::new()
+        }
+    };
     assert_eq!(created_not_once, 0, "seed {seed}: 201s not stored exactly once");
     assert_eq!(stored_twice, 0, "seed {seed}: messages stored twice");
-    assert!(not_acted_once.is_empty(), "seed {seed}: not acted on exactly once: {not_acted_once:?} {}", sample("", not_acted_once.len()));
-    assert!(phantoms_acted.is_empty(), "seed {seed}: phantoms acted on: {phantoms_acted:?}");
-    let failed_but_stored: Vec<_> = failed_but_stored.iter().map(|p| (&p.user, &p.text, p.status, &p.body)).collect();
-    assert!(failed_but_stored.is_empty(), "seed {seed}: failed but stored: {failed_but_stored:#?}");
-    assert!(created.len() > 100, "seed {seed}: too little load to tell anything: {statuses:?}");
+    assert!(
+        not_acted_once.is_empty(),
+        "seed {seed}: not acted on exactly once: {not_acted_once:?} {}",
+        sample("", not_acted_once.len())
+    );
+    assert!(
+        phantoms_acted.is_empty(),
+        "seed {seed}: phantoms acted on: {phantoms_acted:?}"
+    );
+    let failed_but_stored: Vec<_> = failed_but_stored
+        .iter()
+        .map(|p| (&p.user, &p.text, p.status, &p.body))
+        .collect();
+    assert!(
+        failed_but_stored.is_empty(),
+        "seed {seed}: failed but stored: {failed_but_stored:#?}"
+    );
+    assert!(
+        created.len() > 100,
+        "seed {seed}: too little load to tell anything: {statuses:?}"
+    );
 }

@@ -15,19 +15,32 @@ const DELIVERIES: usize = 4;
 
 fn publish(stack: &Stack, topic: &str, content_type: &str, body: &str) {
     let path = format!("/v1.0/publish/pubsub/{topic}");
-    let reply = support::request(stack.dapr_http_port, "POST", &path, &[("content-type", content_type)], body).unwrap();
+    let reply = support::request(
+        stack.dapr_http_port,
+        "POST",
+        &path,
+        &[("content-type", content_type)],
+        body,
+    )
+    .unwrap();
     assert_eq!(reply.status, 204, "{reply:?}");
 }
 
 fn lines_starting(stack: &Stack, prefix: &str) -> Vec<String> {
-    stack.app_output_lines().into_iter().filter(|line| line.starts_with(prefix)).collect()
+    stack
+        .app_output_lines()
+        .into_iter()
+        .filter(|line| line.starts_with(prefix))
+        .collect()
 }
 
 /// Whether the app's consumer group (the app id) has no entry of `stream` waiting for an
 /// acknowledgement: an entry acknowledged is one pubsub.redis never delivers again.
 fn nothing_pending(stack: &Stack, stream: &str) -> bool {
     // XPENDING's summary starts with the number of pending entries.
-    stack.redis_command(&format!("XPENDING {stream} dapr-spin-hello")).starts_with("*4\r\n:0\r\n")
+    stack
+        .redis_command(&format!("XPENDING {stream} dapr-spin-hello"))
+        .starts_with("*4\r\n:0\r\n")
 }
 
 /// The user's stored value is not a message history, so checking an event for that user
@@ -36,22 +49,49 @@ fn nothing_pending(stack: &Stack, stream: &str) -> bool {
 fn an_event_that_always_fails_is_retried_then_dead_lettered_and_never_delivered_again() {
     let mut stack = Stack::start();
     let corrupt = json!([{"key": "poison", "value": {"messages": "not a list"}}]);
-    let reply = support::request(stack.dapr_http_port, "POST", "/v1.0/state/statestore", &[("content-type", "application/json")], &corrupt.to_string()).unwrap();
+    let reply = support::request(
+        stack.dapr_http_port,
+        "POST",
+        "/v1.0/state/statestore",
+        &[("content-type", "application/json")],
+        &corrupt.to_string(),
+    )
+    .unwrap();
     assert_eq!(reply.status, 204, "{reply:?}");
-    let event = json!({"user_id": "poison", "message": "m", "id": 1, "created_at": "t", "write_id": "w-poison"});
+    let event =
+        json!({"user_id": "poison", "message": "m", "id": 1, "created_at": "t", "write_id": "w-poison"});
     publish(&stack, "message-updated", "application/json", &event.to_string());
 
     let dead_lettered = "Dead-lettered event: user_id=\"poison\" message=\"m\" id=1 write w-poison";
-    stack.wait_for("the dead-letter route's line", Duration::from_secs(60), |s| !lines_starting(s, dead_lettered).is_empty());
+    stack.wait_for("the dead-letter route's line", Duration::from_secs(60), |s| {
+        !lines_starting(s, dead_lettered).is_empty()
+    });
     stack.wait_for("both streams acknowledged", Duration::from_secs(30), |s| {
         nothing_pending(s, "message-updated") && nothing_pending(s, "message-updated-dead-letter")
     });
     // Anything still to come would come within Dapr's retry window.
     std::thread::sleep(support::RETRY_WINDOW);
 
-    let failures = lines_starting(&stack, "error: 502: the state store holds a value for user \"poison\"");
-    assert_eq!(failures.len(), DELIVERIES, "delivered once and retried 3 times: {failures:#?}\n{}", stack.logs());
-    assert_eq!(lines_starting(&stack, "Dead-lettered event:"), [dead_lettered], "{}", stack.logs());
+    let failures = lines_starting(
+        &stack,
+        "error: 502: the state store holds a value for user \"poison\"",
+    );
+    assert_eq!(
+        failures.len(),
+        DELIVERIES,
+        "delivered once and retried 3 times: {failures:#?}\n{}",
+        stack.logs()
+    );
+    assert_eq!(
+        lines_starting(&stack, "Dead-lettered event:"),
+        [dead_lettered],
+        "{}",
+        stack.logs()
+    );
     assert!(lines_starting(&stack, "Received event:").is_empty());
-    assert_eq!(stack.redis_command("XLEN message-updated-dead-letter"), ":1", "the dead letter stays in its stream");
+    assert_eq!(
+        stack.redis_command("XLEN message-updated-dead-letter"),
+        ":1",
+        "the dead letter stays in its stream"
+    );
 }

@@ -27,8 +27,16 @@ fn schemathesis(stack: &Stack, mode: &str) -> Vec<Value> {
         .arg(format!("{base}/openapi.json"))
         .output()
         .expect("schemathesis not found: scripts/tools.sh python installs it; eval \"$(scripts/tools.sh env)\" puts it on PATH");
-    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "schemathesis ({mode}) found failures:\n{report}\n{}", stack.logs());
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "schemathesis ({mode}) found failures:\n{report}\n{}",
+        stack.logs()
+    );
     let log: Value = serde_json::from_slice(&std::fs::read(&har).unwrap()).unwrap();
     log["log"]["entries"].as_array().unwrap().clone()
 }
@@ -38,14 +46,21 @@ fn schemathesis(stack: &Stack, mode: &str) -> Vec<Value> {
 fn stored_per_user(exchanges: &[Value]) -> BTreeMap<String, u64> {
     let mut stored = BTreeMap::new();
     for exchange in exchanges {
-        let posted = exchange["request"]["method"] == "POST" && exchange["request"]["url"].as_str().unwrap().contains("/messages");
+        let posted = exchange["request"]["method"] == "POST"
+            && exchange["request"]["url"].as_str().unwrap().contains("/messages");
         if !posted || exchange["response"]["status"] != 201 {
             continue;
         }
-        let answer: Value = serde_json::from_str(exchange["response"]["content"]["text"].as_str().unwrap()).unwrap();
-        let count = stored.entry(answer["user_id"].as_str().unwrap().to_string()).or_insert(0);
+        let answer: Value =
+            serde_json::from_str(exchange["response"]["content"]["text"].as_str().unwrap()).unwrap();
+        let count = stored
+            .entry(answer["user_id"].as_str().unwrap().to_string())
+            .or_insert(0);
         *count += 1;
-        assert_eq!(answer["message"]["id"], *count, "ids per user go 1, 2, 3, ...: {answer}");
+        assert_eq!(
+            answer["message"]["id"], *count,
+            "ids per user go 1, 2, 3, ...: {answer}"
+        );
     }
     stored
 }
@@ -64,12 +79,29 @@ fn fuzzing_finds_no_undocumented_answer_and_refused_input_changes_nothing() {
     // (a user id has no '/'). Each stored message is published to the topic's stream, by the
     // outbox about a second after its POST.
     let histories = r#"EVAL "local n = 0 for _, k in ipairs(redis.call('KEYS', 'dapr-spin-hello||*')) do if not string.find(k, '||handled/', 1, true) then n = n + 1 end end return n" 0"#;
-    assert_eq!(stack.redis_command(histories), format!(":{}", stored.len()), "users with state");
+    assert_eq!(
+        stack.redis_command(histories),
+        format!(":{}", stored.len()),
+        "users with state"
+    );
     let published = format!(":{total}");
-    stack.wait_for("every stored message's event on the topic", std::time::Duration::from_secs(60), |s| s.redis_command("XLEN message-updated") == published);
+    stack.wait_for(
+        "every stored message's event on the topic",
+        std::time::Duration::from_secs(60),
+        |s| s.redis_command("XLEN message-updated") == published,
+    );
     for (user_id, count) in &stored {
-        let history = stack.get(&format!("/messages/{}", utf8_percent_encode(user_id, NON_ALPHANUMERIC))).json();
-        assert_eq!(history["messages"].as_array().unwrap().last().unwrap()["id"], *count, "{user_id:?}: {history}");
+        let history = stack
+            .get(&format!(
+                "/messages/{}",
+                utf8_percent_encode(user_id, NON_ALPHANUMERIC)
+            ))
+            .json();
+        assert_eq!(
+            history["messages"].as_array().unwrap().last().unwrap()["id"],
+            *count,
+            "{user_id:?}: {history}"
+        );
     }
     println!(
         "fuzz: {} cases ({} malformed, {} well-formed), every answer as documented; {total} messages of {} users stored and published, each from a 201",

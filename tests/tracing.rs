@@ -36,7 +36,10 @@ impl Zipkin {
                         if let Ok(Value::Array(batch)) = serde_json::from_slice(&body) {
                             recorded.lock().unwrap().extend(batch);
                         }
-                        if writer.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").is_err() {
+                        if writer
+                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -47,7 +50,13 @@ impl Zipkin {
     }
 
     fn spans_of_trace(&self, trace_id: &str) -> Vec<Value> {
-        self.spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace_id).cloned().collect()
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s["traceId"] == trace_id)
+            .cloned()
+            .collect()
     }
 }
 
@@ -64,7 +73,10 @@ fn read_post(reader: &mut impl BufRead) -> Option<Vec<u8>> {
         }
         head.push(line.trim_end().to_ascii_lowercase());
     }
-    let header = |name: &str| head.iter().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+    let header = |name: &str| {
+        head.iter()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+    };
     if header("transfer-encoding:").is_some_and(|v| v == "chunked") {
         let mut raw = Vec::new();
         loop {
@@ -80,7 +92,12 @@ fn read_post(reader: &mut impl BufRead) -> Option<Vec<u8>> {
             }
         }
     }
-    let mut body = vec![0; header("content-length:").and_then(|v| v.parse().ok()).unwrap_or(0)];
+    let mut body = vec![
+        0;
+        header("content-length:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    ];
     reader.read_exact(&mut body).ok()?;
     Some(body)
 }
@@ -92,16 +109,29 @@ fn one_posts_state_spans_carry_its_trace_id_and_the_event_route_logs_the_deliver
     let trace_id = "5e0c63257de34c92bf9efcd03927272e";
     let parent_span_id = "a0a0a0a0a0a0a0a0";
     let traceparent = format!("00-{trace_id}-{parent_span_id}-01");
-    let reply = stack.call("POST", "/messages?user_id=traced&message=hi", &[("traceparent", &traceparent), ("tracestate", "test=1")], "");
+    let reply = stack.call(
+        "POST",
+        "/messages?user_id=traced&message=hi",
+        &[("traceparent", &traceparent), ("tracestate", "test=1")],
+        "",
+    );
     assert_eq!(reply.status, 201, "{reply:?}");
 
     // daprd exports in batches, every few seconds. Its span for each API call names the call
     // (tag dapr.api) and, when the call carried a traceparent, has that trace and parent.
     // A new user's POST: the read, the empty history's creation, and the outbox transaction
     // that stores the message with its event.
-    let calls = ["GET /v1.0/state/statestore/traced", "POST /v1.0/state/statestore", "POST /v1.0/state/statestore/transaction"];
+    let calls = [
+        "GET /v1.0/state/statestore/traced",
+        "POST /v1.0/state/statestore",
+        "POST /v1.0/state/statestore/transaction",
+    ];
     let carried = |spans: &[Value]| -> Vec<String> {
-        spans.iter().filter(|s| s["parentId"] == parent_span_id).filter_map(|s| s["tags"]["dapr.api"].as_str().map(str::to_string)).collect()
+        spans
+            .iter()
+            .filter(|s| s["parentId"] == parent_span_id)
+            .filter_map(|s| s["tags"]["dapr.api"].as_str().map(str::to_string))
+            .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let spans = loop {
@@ -113,20 +143,43 @@ fn one_posts_state_spans_carry_its_trace_id_and_the_event_route_logs_the_deliver
     };
     let carried = carried(&spans);
     for call in calls {
-        assert!(carried.iter().any(|c| c == call), "no span of {call} in trace {trace_id} under {parent_span_id}: {spans:#?}\nall spans: {:#?}", zipkin.spans.lock().unwrap());
+        assert!(
+            carried.iter().any(|c| c == call),
+            "no span of {call} in trace {trace_id} under {parent_span_id}: {spans:#?}\nall spans: {:#?}",
+            zipkin.spans.lock().unwrap()
+        );
     }
 
     let received = {
-        stack.wait_for("the event's delivery", Duration::from_secs(15), |s| s.app_output_lines().iter().any(|l| l.starts_with("Received event:")));
-        stack.app_output_lines().into_iter().find(|l| l.starts_with("Received event:")).unwrap()
+        stack.wait_for("the event's delivery", Duration::from_secs(15), |s| {
+            s.app_output_lines()
+                .iter()
+                .any(|l| l.starts_with("Received event:"))
+        });
+        stack
+            .app_output_lines()
+            .into_iter()
+            .find(|l| l.starts_with("Received event:"))
+            .unwrap()
     };
     // The event route logs the trace Dapr delivers the event in: that of daprd's delivery
     // span. Dapr 1.18.1's outbox republishes from its internal topic under a trace of its
     // own, so this is not the POST's trace (README, Tracing).
-    let logged = received.rsplit_once("trace_id=").map(|(_, id)| id.to_string()).unwrap_or_else(|| panic!("no trace id logged: {received}"));
+    let logged = received
+        .rsplit_once("trace_id=")
+        .map(|(_, id)| id.to_string())
+        .unwrap_or_else(|| panic!("no trace id logged: {received}"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while zipkin.spans_of_trace(&logged).iter().all(|s| s["name"] != "pubsub/message-updated") {
-        assert!(Instant::now() < deadline, "no delivery span in the logged trace {logged}: {:#?}", zipkin.spans.lock().unwrap());
+    while zipkin
+        .spans_of_trace(&logged)
+        .iter()
+        .all(|s| s["name"] != "pubsub/message-updated")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no delivery span in the logged trace {logged}: {:#?}",
+            zipkin.spans.lock().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -32,7 +32,11 @@ pub fn repo() -> PathBuf {
 /// The component as `spin build` leaves it (scripts/test.sh builds it first).
 pub fn wasm_path() -> PathBuf {
     let path = repo().join("target/wasm32-wasip2/release/dapr_spin_hello.wasm");
-    assert!(path.exists(), "{} is missing: build it with `cargo build --target wasm32-wasip2 --release` (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --target wasm32-wasip2 --release` (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -46,7 +50,11 @@ pub fn wasmtime_component() -> &'static Path {
             .stderr(Stdio::inherit())
             .output()
             .expect("cannot run scripts/wasmtime-adapter/compose.sh");
-        assert!(output.status.success(), "scripts/wasmtime-adapter/compose.sh failed ({})", output.status);
+        assert!(
+            output.status.success(),
+            "scripts/wasmtime-adapter/compose.sh failed ({})",
+            output.status
+        );
         PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
     })
 }
@@ -80,9 +88,19 @@ impl Process {
         Process::start_with_env(name, dir, program, args, &[])
     }
 
-    fn start_with_env(name: &'static str, dir: &Path, program: &str, args: &[String], env: &[(String, String)]) -> Process {
+    fn start_with_env(
+        name: &'static str,
+        dir: &Path,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Process {
         let log = dir.join(format!("{name}.log"));
-        let out = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(program)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -90,7 +108,11 @@ impl Process {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e} (run scripts/tools.sh and eval \"$(scripts/tools.sh env)\")"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {program}: {e} (run scripts/tools.sh and eval \"$(scripts/tools.sh env)\")"
+                )
+            });
         Process { name, child, log }
     }
 
@@ -174,18 +196,28 @@ impl Stack {
     }
 
     pub fn start_with_env(app_env: &[(&str, &str)]) -> Stack {
-        Stack::start_with(Options { app_env, ..Options::default() })
+        Stack::start_with(Options {
+            app_env,
+            ..Options::default()
+        })
     }
 
     pub fn start_traced(zipkin_port: u16) -> Stack {
-        Stack::start_with(Options { zipkin_port: Some(zipkin_port), ..Options::default() })
+        Stack::start_with(Options {
+            zipkin_port: Some(zipkin_port),
+            ..Options::default()
+        })
     }
 
     pub fn start_with(options: Options) -> Stack {
         let dir = scratch_dir();
         fs::create_dir_all(dir.join("components")).unwrap();
         let (redis_port, dapr_http_port, app_port) = (free_port(), free_port(), free_port());
-        let pubsub_redis_port = if options.own_pubsub_redis { free_port() } else { redis_port };
+        let pubsub_redis_port = if options.own_pubsub_redis {
+            free_port()
+        } else {
+            redis_port
+        };
 
         for resource in fs::read_dir(repo().join("scripts/dapr")).unwrap() {
             let path = resource.unwrap().path();
@@ -193,26 +225,64 @@ impl Stack {
             if options.statestore_without_outbox && text.contains("type: state.") {
                 text = without_outbox(&text);
             }
-            let port = if text.contains("type: pubsub.") { pubsub_redis_port } else { redis_port };
-            fs::write(dir.join("components").join(path.file_name().unwrap()), text.replace("localhost:6379", &format!("127.0.0.1:{port}"))).unwrap();
+            let port = if text.contains("type: pubsub.") {
+                pubsub_redis_port
+            } else {
+                redis_port
+            };
+            fs::write(
+                dir.join("components").join(path.file_name().unwrap()),
+                text.replace("localhost:6379", &format!("127.0.0.1:{port}")),
+            )
+            .unwrap();
         }
 
-        let redis = if options.persistent_redis { start_persistent_redis("redis", &dir, redis_port) } else { start_redis(&dir, redis_port) };
-        let pubsub_redis = options.own_pubsub_redis.then(|| start_persistent_redis("pubsub-redis", &dir, pubsub_redis_port));
+        let redis = if options.persistent_redis {
+            start_persistent_redis("redis", &dir, redis_port)
+        } else {
+            start_redis(&dir, redis_port)
+        };
+        let pubsub_redis = options
+            .own_pubsub_redis
+            .then(|| start_persistent_redis("pubsub-redis", &dir, pubsub_redis_port));
         let host = start_host("wasmtime", &dir, app_port, dapr_http_port, options.app_env);
         let mut dapr_args = dapr_args(&dir, app_port, dapr_http_port);
         if let Some(port) = options.zipkin_port {
-            let config = fs::read_to_string(repo().join("scripts/dapr/tracing.yaml")).unwrap().replace("localhost:9411", &format!("127.0.0.1:{port}"));
+            let config = fs::read_to_string(repo().join("scripts/dapr/tracing.yaml"))
+                .unwrap()
+                .replace("localhost:9411", &format!("127.0.0.1:{port}"));
             fs::write(dir.join("tracing.yaml"), config).unwrap();
             dapr_args.extend(["--config".into(), dir.join("tracing.yaml").display().to_string()]);
         }
-        let dapr_env = options.dapr_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let app_env = options.app_env.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let dapr_env = options
+            .dapr_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let app_env = options
+            .app_env
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
         let mut stack = Stack {
-            dir, redis_port, pubsub_redis_port, dapr_http_port, app_port, dapr_args, dapr_env, app_env,
-            persistent_redis: options.persistent_redis, redis, pubsub_redis, daprd: None, host, replica: None,
+            dir,
+            redis_port,
+            pubsub_redis_port,
+            dapr_http_port,
+            app_port,
+            dapr_args,
+            dapr_env,
+            app_env,
+            persistent_redis: options.persistent_redis,
+            redis,
+            pubsub_redis,
+            daprd: None,
+            host,
+            replica: None,
         };
-        stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
+        stack.wait_for("the component (GET /healthz)", Duration::from_secs(60), |s| {
+            s.answers("/healthz", 200)
+        });
         stack.start_daprd();
         stack.wait_until_ready();
         stack
@@ -223,10 +293,27 @@ impl Stack {
         assert!(self.replica.is_none(), "a replica is already running");
         let (app_port, dapr_http_port) = (free_port(), free_port());
         let host = start_host("wasmtime-replica", &self.dir, app_port, dapr_http_port, &[]);
-        self.wait_for("the replica (GET /healthz)", Duration::from_secs(60), |_| request(app_port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200));
-        let daprd = Process::start_with_env("daprd-replica", &self.dir, "daprd", &dapr_args(&self.dir, app_port, dapr_http_port), &self.dapr_env);
-        self.replica = Some(Replica { app_port, dapr_http_port, host, daprd });
-        self.wait_for("the replica to be ready (GET /readyz)", Duration::from_secs(60), |_| request(app_port, "GET", "/readyz", &[], "").is_ok_and(|r| r.status == 200));
+        self.wait_for("the replica (GET /healthz)", Duration::from_secs(60), |_| {
+            request(app_port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200)
+        });
+        let daprd = Process::start_with_env(
+            "daprd-replica",
+            &self.dir,
+            "daprd",
+            &dapr_args(&self.dir, app_port, dapr_http_port),
+            &self.dapr_env,
+        );
+        self.replica = Some(Replica {
+            app_port,
+            dapr_http_port,
+            host,
+            daprd,
+        });
+        self.wait_for(
+            "the replica to be ready (GET /readyz)",
+            Duration::from_secs(60),
+            |_| request(app_port, "GET", "/readyz", &[], "").is_ok_and(|r| r.status == 200),
+        );
         self.replica.as_ref().unwrap()
     }
 
@@ -236,12 +323,19 @@ impl Stack {
 
     /// Stops the pub/sub's own Redis (`Options::own_pubsub_redis`), as an outage would.
     pub fn stop_pubsub_redis(&mut self) {
-        self.pubsub_redis.as_mut().expect("the pub/sub has no Redis of its own").stop();
+        self.pubsub_redis
+            .as_mut()
+            .expect("the pub/sub has no Redis of its own")
+            .stop();
     }
 
     /// Starts it again on the same port, with the streams it had on disk.
     pub fn start_pubsub_redis(&mut self) {
-        self.pubsub_redis = Some(start_persistent_redis("pubsub-redis", &self.dir, self.pubsub_redis_port));
+        self.pubsub_redis = Some(start_persistent_redis(
+            "pubsub-redis",
+            &self.dir,
+            self.pubsub_redis_port,
+        ));
     }
 
     /// Freezes the Redis of the state store (SIGSTOP): connections stay open, nothing answers.
@@ -260,14 +354,28 @@ impl Stack {
 
     /// Starts the host again on the same port, with the same settings, and waits until it answers.
     pub fn start_host(&mut self) {
-        let env: Vec<(&str, &str)> = self.app_env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let env: Vec<(&str, &str)> = self
+            .app_env
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         self.host = start_host("wasmtime", &self.dir, self.app_port, self.dapr_http_port, &env);
-        self.wait_for("the component after its restart (GET /healthz)", Duration::from_secs(60), |s| s.answers("/healthz", 200));
+        self.wait_for(
+            "the component after its restart (GET /healthz)",
+            Duration::from_secs(60),
+            |s| s.answers("/healthz", 200),
+        );
     }
 
     pub fn start_daprd(&mut self) {
         assert!(self.daprd.is_none(), "daprd is already running");
-        self.daprd = Some(Process::start_with_env("daprd", &self.dir, "daprd", &self.dapr_args, &self.dapr_env));
+        self.daprd = Some(Process::start_with_env(
+            "daprd",
+            &self.dir,
+            "daprd",
+            &self.dapr_args,
+            &self.dapr_env,
+        ));
         let port = self.dapr_http_port;
         self.wait_for("daprd (GET /v1.0/healthz)", Duration::from_secs(60), |_| {
             request(port, "GET", "/v1.0/healthz", &[], "").is_ok_and(|r| r.status == 204)
@@ -284,11 +392,19 @@ impl Stack {
     /// it had on disk (`Options::persistent_redis`).
     pub fn restart_redis(&mut self) {
         self.redis.stop();
-        self.redis = if self.persistent_redis { start_persistent_redis("redis", &self.dir, self.redis_port) } else { start_redis(&self.dir, self.redis_port) };
+        self.redis = if self.persistent_redis {
+            start_persistent_redis("redis", &self.dir, self.redis_port)
+        } else {
+            start_redis(&self.dir, self.redis_port)
+        };
     }
 
     pub fn wait_until_ready(&mut self) {
-        self.wait_for("the component to be ready (GET /readyz)", Duration::from_secs(60), |s| s.answers("/readyz", 200));
+        self.wait_for(
+            "the component to be ready (GET /readyz)",
+            Duration::from_secs(60),
+            |s| s.answers("/readyz", 200),
+        );
     }
 
     /// Polls `ready` until it holds; on time-out, fails with every process's log.
@@ -298,10 +414,23 @@ impl Stack {
             if ready(self) {
                 return;
             }
-            let replica = self.replica.as_mut().map(|r| [&mut r.host, &mut r.daprd]).into_iter().flatten();
-            for process in [Some(&mut self.redis), self.daprd.as_mut(), Some(&mut self.host)].into_iter().flatten().chain(replica) {
+            let replica = self
+                .replica
+                .as_mut()
+                .map(|r| [&mut r.host, &mut r.daprd])
+                .into_iter()
+                .flatten();
+            for process in [Some(&mut self.redis), self.daprd.as_mut(), Some(&mut self.host)]
+                .into_iter()
+                .flatten()
+                .chain(replica)
+            {
                 if let Some(status) = process.exited() {
-                    panic!("{} exited ({status}) while waiting for {what}:\n{}", process.name, process.output());
+                    panic!(
+                        "{} exited ({status}) while waiting for {what}:\n{}",
+                        process.name,
+                        process.output()
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -310,14 +439,24 @@ impl Stack {
     }
 
     pub fn logs(&self) -> String {
-        let replica = self.replica.as_ref().map(|r| [&r.host, &r.daprd]).into_iter().flatten();
-        [Some(&self.redis), self.pubsub_redis.as_ref(), self.daprd.as_ref(), Some(&self.host)]
+        let replica = self
+            .replica
+            .as_ref()
+            .map(|r| [&r.host, &r.daprd])
             .into_iter()
-            .flatten()
-            .chain(replica)
-            .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.output(), 60)))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .flatten();
+        [
+            Some(&self.redis),
+            self.pubsub_redis.as_ref(),
+            self.daprd.as_ref(),
+            Some(&self.host),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(replica)
+        .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.output(), 60)))
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     /// What the component printed, without wasmtime's `stdout [N] :: ` prefixes.
@@ -335,13 +474,18 @@ impl Stack {
     }
 
     pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        request(self.app_port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
+        request(self.app_port, method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
     }
 
     /// `redis-cli --raw` against the Redis of the state store, for answers too long for
     /// `redis_command` (a whole stream).
     pub fn redis_cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli").args(["-p", &self.redis_port.to_string(), "--raw"]).args(args).output().unwrap();
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.redis_port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
@@ -385,7 +529,11 @@ fn without_outbox(yaml: &str) -> String {
 
 /// A fresh folder for one started stack's files and logs.
 fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dapr-spin-hello-e2e-{}-{}", std::process::id(), STACKS.fetch_add(1, Ordering::SeqCst)));
+    let dir = std::env::temp_dir().join(format!(
+        "dapr-spin-hello-e2e-{}-{}",
+        std::process::id(),
+        STACKS.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -393,9 +541,20 @@ fn scratch_dir() -> PathBuf {
 
 /// The component under `wasmtime serve`, talking to the daprd on `dapr_http_port`: the one
 /// variable a user sets to move the sidecar (tests/variables.rs).
-fn start_host(name: &'static str, dir: &Path, app_port: u16, dapr_http_port: u16, app_env: &[(&str, &str)]) -> Process {
+fn start_host(
+    name: &'static str,
+    dir: &Path,
+    app_port: u16,
+    dapr_http_port: u16,
+    app_env: &[(&str, &str)],
+) -> Process {
     let port = dapr_http_port.to_string();
-    start_component(name, dir, app_port, &[&[("SPIN_VARIABLE_DAPR_HTTP_PORT", port.as_str())], app_env].concat())
+    start_component(
+        name,
+        dir,
+        app_port,
+        &[&[("SPIN_VARIABLE_DAPR_HTTP_PORT", port.as_str())], app_env].concat(),
+    )
 }
 
 /// Set to a number, the host reuses each instance for up to that many requests
@@ -409,7 +568,12 @@ pub const HOST_CORES_VAR: &str = "E2E_HOST_CORES";
 /// The composed component under `wasmtime serve` on `port`, with `env` as its WASI environment.
 /// The component reads nothing but Spin variables, so every name is a `SPIN_VARIABLE_*`.
 fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
-    let mut args = vec!["serve".to_string(), "-Scli".to_string(), "--addr".to_string(), format!("127.0.0.1:{port}")];
+    let mut args = vec![
+        "serve".to_string(),
+        "-Scli".to_string(),
+        "--addr".to_string(),
+        format!("127.0.0.1:{port}"),
+    ];
     if let Ok(count) = std::env::var(INSTANCE_REUSE_VAR) {
         args.push(format!("--max-instance-reuse-count={count}"));
     }
@@ -420,7 +584,16 @@ fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str
     args.push(wasmtime_component().display().to_string());
     // Pinned to its own cores when asked (bench/soak.sh), as the benchmarks pin a server.
     match std::env::var(HOST_CORES_VAR) {
-        Ok(cores) => Process::start(name, dir, "taskset", &[["-c".to_string(), cores, "wasmtime".to_string()].as_slice(), &args].concat()),
+        Ok(cores) => Process::start(
+            name,
+            dir,
+            "taskset",
+            &[
+                ["-c".to_string(), cores, "wasmtime".to_string()].as_slice(),
+                &args,
+            ]
+            .concat(),
+        ),
         Err(_) => Process::start(name, dir, "wasmtime", &args),
     }
 }
@@ -443,14 +616,19 @@ impl Component {
             if let Some(status) = host.exited() {
                 panic!("wasmtime exited ({status}):\n{}", host.output());
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "the component did not start:\n{}", host.output());
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the component did not start:\n{}",
+                host.output()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Component { port, dir, host }
     }
 
     pub fn call(&self, method: &str, path: &str) -> Reply {
-        request(self.port, method, path, &[], "").unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.host.output()))
+        request(self.port, method, path, &[], "")
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.host.output()))
     }
 }
 
@@ -465,16 +643,26 @@ impl Drop for Component {
 
 fn dapr_args(dir: &Path, app_port: u16, dapr_http_port: u16) -> Vec<String> {
     vec![
-        "--app-id".into(), APP_ID.into(),
-        "--app-port".into(), app_port.to_string(),
-        "--app-channel-address".into(), "127.0.0.1".into(),
-        "--dapr-http-port".into(), dapr_http_port.to_string(),
-        "--dapr-grpc-port".into(), free_port().to_string(),
-        "--dapr-internal-grpc-port".into(), free_port().to_string(),
-        "--metrics-port".into(), free_port().to_string(),
-        "--dapr-listen-addresses".into(), "127.0.0.1".into(),
-        "--resources-path".into(), dir.join("components").display().to_string(),
-        "--log-level".into(), "info".into(),
+        "--app-id".into(),
+        APP_ID.into(),
+        "--app-port".into(),
+        app_port.to_string(),
+        "--app-channel-address".into(),
+        "127.0.0.1".into(),
+        "--dapr-http-port".into(),
+        dapr_http_port.to_string(),
+        "--dapr-grpc-port".into(),
+        free_port().to_string(),
+        "--dapr-internal-grpc-port".into(),
+        free_port().to_string(),
+        "--metrics-port".into(),
+        free_port().to_string(),
+        "--dapr-listen-addresses".into(),
+        "127.0.0.1".into(),
+        "--resources-path".into(),
+        dir.join("components").display().to_string(),
+        "--log-level".into(),
+        "info".into(),
     ]
 }
 
@@ -495,14 +683,28 @@ pub fn without_host_prefixes(output: &str) -> Vec<String> {
 
 /// `line` after a leading `stdout [N] :: ` or `stderr [N] :: `, if it has one.
 fn host_prefix_stripped(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix("stdout [").or_else(|| line.strip_prefix("stderr ["))?;
+    let rest = line
+        .strip_prefix("stdout [")
+        .or_else(|| line.strip_prefix("stderr ["))?;
     let (instance, rest) = rest.split_once("] :: ")?;
     (!instance.is_empty() && instance.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
 }
 
 fn start_redis(dir: &Path, port: u16) -> Process {
     // In memory only, like the course's dev Redis (and kubernetes/base/redis.yaml): a restart empties it.
-    launch_redis("redis", dir, port, &["--save", "", "--appendonly", "no", "--dir", &dir.display().to_string()])
+    launch_redis(
+        "redis",
+        dir,
+        port,
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir.display().to_string(),
+        ],
+    )
 }
 
 /// A Redis that writes each command to its append-only file before answering: a restart
@@ -510,17 +712,39 @@ fn start_redis(dir: &Path, port: u16) -> Process {
 fn start_persistent_redis(name: &'static str, dir: &Path, port: u16) -> Process {
     let data = dir.join(name);
     fs::create_dir_all(&data).unwrap();
-    launch_redis(name, dir, port, &["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &data.display().to_string()])
+    launch_redis(
+        name,
+        dir,
+        port,
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &data.display().to_string(),
+        ],
+    )
 }
 
 /// Sends a signal (`kill -STOP`, ...) to a started process.
 fn signal(process: &Process, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(process.child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(process.child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{name} {} failed", process.name);
 }
 
 fn launch_redis(name: &'static str, dir: &Path, port: u16, storage: &[&str]) -> Process {
-    let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"].iter().chain(storage).map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+        .iter()
+        .chain(storage)
+        .map(|s| s.to_string())
+        .collect();
     let mut redis = Process::start(name, dir, "redis-server", &args);
     let start = Instant::now();
     while redis_command(port, "PING").map(|r| r != "+PONG").unwrap_or(true) {
@@ -559,16 +783,28 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// A minimal HTTP/1.1 client (one request per connection), so the tests see the wire as
 /// curl does, with no client library between them and the server.
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<Reply> {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Reply> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -577,7 +813,8 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     stream.write_all(body.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    parse_reply(&raw).ok_or_else(|| std::io::Error::other(format!("malformed reply: {:?}", String::from_utf8_lossy(&raw))))
+    parse_reply(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("malformed reply: {:?}", String::from_utf8_lossy(&raw))))
 }
 
 fn parse_reply(raw: &[u8]) -> Option<Reply> {
@@ -590,17 +827,32 @@ fn parse_reply(raw: &[u8]) -> Option<Reply> {
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")) {
+    if headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"))
+    {
         body = dechunk(&body)?;
     }
-    Some(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Some(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&data[..line_end])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Some(out);
@@ -623,9 +875,11 @@ pub struct Received {
 
 /// The `Received event` lines among `lines`, read whole (the message is a quoted string).
 pub fn received(lines: &[String]) -> Vec<Received> {
-    lines.iter().filter_map(|line| line.strip_prefix("Received event: ")).map(|rest| {
-        parse_received(rest).unwrap_or_else(|| panic!("unexpected line: Received event: {rest}"))
-    }).collect()
+    lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("Received event: "))
+        .map(|rest| parse_received(rest).unwrap_or_else(|| panic!("unexpected line: Received event: {rest}")))
+        .collect()
 }
 
 fn parse_received(rest: &str) -> Option<Received> {
@@ -638,13 +892,19 @@ fn parse_received(rest: &str) -> Option<Received> {
     let (user_id, used) = quoted(rest, "user_id=")?;
     let rest = rest[used..].strip_prefix(' ')?;
     let (message, used) = quoted(rest, "message=")?;
-    let fields: std::collections::HashMap<&str, &str> = rest[used..].split_whitespace().filter_map(|f| f.split_once('=')).collect();
+    let fields: std::collections::HashMap<&str, &str> = rest[used..]
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
     Some(Received {
         user_id,
         message,
         id: fields.get("id")?.parse().ok()?,
         delivery: fields.get("delivery")?.to_string(),
-        replaces: fields.get("replaces").map(|r| r.split(',').map(str::to_string).collect()).unwrap_or_default(),
+        replaces: fields
+            .get("replaces")
+            .map(|r| r.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -653,10 +913,15 @@ fn parse_received(rest: &str) -> Option<Received> {
 /// it recorded completion, events.rs) was acted on again by that later line, so it does not
 /// count twice. Keyed by (user_id, id, message); also the lines each has, raw.
 pub fn acted_on(received: &[Received]) -> std::collections::BTreeMap<(String, u64, String), (usize, usize)> {
-    let replaced: std::collections::HashSet<&str> = received.iter().flat_map(|r| r.replaces.iter().map(String::as_str)).collect();
+    let replaced: std::collections::HashSet<&str> = received
+        .iter()
+        .flat_map(|r| r.replaces.iter().map(String::as_str))
+        .collect();
     let mut counts = std::collections::BTreeMap::new();
     for line in received {
-        let entry: &mut (usize, usize) = counts.entry((line.user_id.clone(), line.id, line.message.clone())).or_default();
+        let entry: &mut (usize, usize) = counts
+            .entry((line.user_id.clone(), line.id, line.message.clone()))
+            .or_default();
         entry.1 += 1;
         if !replaced.contains(line.delivery.as_str()) {
             entry.0 += 1;
