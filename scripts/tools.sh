@@ -40,15 +40,26 @@ WASMTIME_VERSION=48.0.8
 WASMTIME_FEATURES=run,serve,component-model-async,cranelift,cache,pooling-allocator,parallel-compilation,profiling,clap/default
 DAPR_VERSION=$(go_mod_version daprd github.com/dapr/dapr)
 TILT_VERSION=$(go_mod_version tilt github.com/tilt-dev/tilt)
-# The simulated cluster (scripts/cluster.sh up --sim): etcd, Kubernetes, kwok and spin-operator
-# by their tools modules, Dapr's sentry and injector by the daprd module (the same Dapr as daprd).
+# The simulated cluster (scripts/cluster.sh up --sim): etcd, Kubernetes, containerd, CoreDNS
+# and spin-operator by their tools modules, Dapr's control plane by the daprd module (the same
+# Dapr as daprd). runc and the CNI plugins come from the system's packages (node_packages).
 ETCD_VERSION=$(go_mod_version etcd go.etcd.io/etcd/server/v3)
 KUBE_VERSION=$(go_mod_version kube k8s.io/kubernetes)
-KWOK_VERSION=$(go_mod_version kwok sigs.k8s.io/kwok)
+CONTAINERD_VERSION=$(go_mod_version containerd github.com/containerd/containerd/v2)
+COREDNS_VERSION=$(go_mod_version coredns github.com/coredns/coredns)
 SPIN_OPERATOR_VERSION=$(go_mod_version spin-operator github.com/spinkube/spin-operator)
+HELM_VERSION=$(go_mod_version helm helm.sh/helm/v3)
+# The control plane's own binaries and the node's, from one Kubernetes build.
+KUBE_COMMANDS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
+# Dapr's control plane as its chart installs it, less the scheduler and placement (off: the
+# app uses neither jobs nor actors, and the scheduler cannot be built from the proxy).
+DAPR_CONTROL_PLANE="sentry injector operator"
 # The Dapr components the built daprd registers: the types in scripts/dapr/ (which the tests,
-# local mode and the benchmark load), and mDNS, self-hosted Dapr's name resolution.
-DAPRD_COMPONENTS=$( (sed -n 's/^  type: *//p' "$repo"/scripts/dapr/*.yaml; echo nameresolution.mdns) | sort -u | paste -sd, -)
+# local mode and the benchmark load); mDNS, self-hosted Dapr's name resolution; and what daprd
+# needs in a pod (the same binary is the sidecar image on the real node): Kubernetes mode
+# exits without its secret store, and resolves names through the Kubernetes resolver.
+DAPRD_COMPONENTS=$( (sed -n 's/^  type: *//p' "$repo"/scripts/dapr/*.yaml
+  printf '%s\n' nameresolution.mdns nameresolution.kubernetes secretstores.kubernetes) | sort -u | paste -sd, -)
 
 # What the local loop accepts from an installed tool, and why.
 # Spin: SpinKube's shim runs Spin 3.6.3, the version spin.toml is checked with.
@@ -66,11 +77,13 @@ REDIS_MIN=5
 wasmtime_dir=$cache/wasmtime-$WASMTIME_VERSION-$(echo "$WASMTIME_FEATURES" | short_hash 8)
 daprd_dir=$cache/daprd-$DAPR_VERSION-$(echo "$DAPRD_COMPONENTS" | short_hash 8)
 tilt_dir=$cache/tilt-$TILT_VERSION
-kube_dir=$cache/kube-$KUBE_VERSION
+kube_dir=$cache/kube-$KUBE_VERSION-$(echo "$KUBE_COMMANDS" | short_hash 8)
 etcd_dir=$cache/etcd-$ETCD_VERSION
-kwok_dir=$cache/kwok-$KWOK_VERSION
+containerd_dir=$cache/containerd-$CONTAINERD_VERSION
+coredns_dir=$cache/coredns-$COREDNS_VERSION-$(short_hash 8 <"$repo/scripts/tools/coredns/main.go")
 spin_operator_dir=$cache/spin-operator-$SPIN_OPERATOR_VERSION
-dapr_control_plane_dir=$cache/dapr-control-plane-$DAPR_VERSION
+helm_dir=$cache/helm-$HELM_VERSION
+dapr_control_plane_dir=$cache/dapr-control-plane-$DAPR_VERSION-$(echo "$DAPR_CONTROL_PLANE" | short_hash 8)
 # Keyed by the requirements' hash, so a change gets a new venv and never breaks one in use.
 python_dir=$cache/python-venv-$(short_hash 12 < "$repo/scripts/requirements.txt")
 
@@ -111,7 +124,7 @@ build_needs() {
   local min version
   case $1 in
     wasmtime) have cargo || echo "Rust's cargo (https://rustup.rs)" ;;
-    daprd|tilt|etcd|kube|kwok|spin-operator|dapr-control-plane)
+    daprd|tilt|etcd|kube|containerd|coredns|helm|spin-operator|dapr-control-plane)
       # Dapr's sentry and injector build from the daprd module.
       min=$(go_min "${1/dapr-control-plane/daprd}")
       if ! have go; then echo "Go $min or newer (https://go.dev/dl/)"; return; fi
@@ -247,22 +260,22 @@ install_tilt() {
 
 # ---- the simulated cluster's control plane (scripts/cluster.sh up --sim) ----
 
-# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl, in one go build from the
-# wrapper module (about 2,400 compile actions; the link needs up to 2 GB). The version stamp
-# makes the API server report v1.35.x to kubectl and to the operators' clients.
+# KUBE_COMMANDS in one go build from the wrapper module (about 2,600 compile actions; the link
+# needs up to 2 GB). The version stamp makes the API server report v1.35.x to kubectl and to
+# the operators' clients, and the kubelet its node version.
 install_kube() {
   if [ -x "$kube_dir/kubectl" ]; then return; fi
-  picked kube "${KUBE_VERSION#v}" building "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from source with go (first time only: about 10 min on 2 cores) -> $kube_dir"
-  local minor pkg stamp=''
+  picked kube "${KUBE_VERSION#v}" building "$KUBE_COMMANDS from source with go (first time only: about 10 min on 2 cores) -> $kube_dir"
+  local minor pkg stamp='' packages=()
   minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     stamp="$stamp -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   done
+  for pkg in $KUBE_COMMANDS; do packages+=("k8s.io/kubernetes/cmd/$pkg"); done
   rm -rf "$kube_dir.partial"
   mkdir -p "$kube_dir.partial"
   with_heartbeat kube quiet_go -C "$repo/scripts/tools/kube" build -trimpath -ldflags "-s -w$stamp" -o "$kube_dir.partial/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl >&2
+    "${packages[@]}" >&2
   rm -rf "$kube_dir"
   mv "$kube_dir.partial" "$kube_dir"
 }
@@ -295,11 +308,52 @@ install_etcd() {
   go_tool etcd go.etcd.io/etcd/server/v3
 }
 
-# kwok keeps fake nodes and their pods' status (no kubelet, no container runs).
-install_kwok() {
-  if [ -x "$kwok_dir/kwok" ]; then return; fi
-  picked kwok "${KWOK_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $kwok_dir"
-  go_tool kwok sigs.k8s.io/kwok/cmd/kwok
+# containerd, its ctr client (which imports the node's images) and runc's shim. The build tags
+# leave out the man-page generator and the btrfs snapshotter (which needs C headers).
+install_containerd() {
+  if [ -x "$containerd_dir/containerd" ]; then return; fi
+  picked containerd "${CONTAINERD_VERSION#v}" building "containerd, ctr, containerd-shim-runc-v2 from source with go (first time only: about 3 min on 2 cores) -> $containerd_dir"
+  rm -rf "$containerd_dir.partial"
+  mkdir -p "$containerd_dir.partial"
+  local cmd=github.com/containerd/containerd/v2/cmd
+  with_heartbeat containerd quiet_go -C "$repo/scripts/tools/containerd" build -trimpath -tags "urfave_cli_no_docs no_btrfs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" -o "$containerd_dir.partial/" \
+    "$cmd/containerd" "$cmd/ctr" "$cmd/containerd-shim-runc-v2" >&2
+  rm -rf "$containerd_dir"
+  mv "$containerd_dir.partial" "$containerd_dir"
+}
+
+# CoreDNS with the plugins the node's Corefile names (scripts/tools/coredns/main.go).
+install_coredns() {
+  if [ -x "$coredns_dir/coredns" ]; then return; fi
+  picked coredns "${COREDNS_VERSION#v}" building "from source with go (first time only: about 4 min on 2 cores) -> $coredns_dir"
+  go_tool coredns dapr-spin-hello/tools/coredns
+}
+
+# Helm, which installs Dapr's chart on the simulated cluster as on the others.
+install_helm() {
+  if [ -x "$helm_dir/helm" ]; then return; fi
+  picked helm "${HELM_VERSION#v}" building "from source with go (first time only: about 3 min on 2 cores) -> $helm_dir"
+  mkdir -p "$helm_dir"
+  with_heartbeat helm quiet_go -C "$repo/scripts/tools/helm" build -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$helm_dir/helm.partial" helm.sh/helm/v3/cmd/helm >&2
+  mv "$helm_dir/helm.partial" "$helm_dir/helm"
+}
+
+# The node's packages from the system: runc, the CNI plugins (bridge, host-local, portmap,
+# loopback), iptables and conntrack for kube-proxy. apt only: the node runs on Linux.
+NODE_PACKAGES="runc containernetworking-plugins iptables conntrack"
+CNI_BIN_DIR=/usr/lib/cni
+install_node_packages() {
+  if have runc && have iptables && have conntrack && [ -x "$CNI_BIN_DIR/bridge" ]; then return; fi
+  if ! have apt-get; then
+    echo "tools.sh: the simulated cluster's node needs runc, the CNI plugins, iptables and conntrack; this system has no apt-get: install them with its package manager (CNI plugins into $CNI_BIN_DIR)" >&2
+    return 1
+  fi
+  step "apt-get install $NODE_PACKAGES (the simulated cluster's node)"
+  as_root apt-get update -qq >&2
+  # shellcheck disable=SC2086  # a word list
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $NODE_PACKAGES >/dev/null
 }
 
 # spin-operator's manager (cmd/main.go).
@@ -309,20 +363,22 @@ install_spin_operator() {
   go_tool spin-operator github.com/spinkube/spin-operator/cmd
 }
 
-# Dapr's sentry and sidecar injector, from the daprd module: the same Dapr as daprd.
+# Dapr's control plane (DAPR_CONTROL_PLANE), from the daprd module: the same Dapr as daprd.
 install_dapr_control_plane() {
-  if [ -x "$dapr_control_plane_dir/injector" ]; then return; fi
-  picked dapr-control-plane "${DAPR_VERSION#v}" building "sentry and injector from source with go (first time only: about 2 min on 2 cores) -> $dapr_control_plane_dir"
+  if [ -x "$dapr_control_plane_dir/operator" ]; then return; fi
+  picked dapr-control-plane "${DAPR_VERSION#v}" building "$DAPR_CONTROL_PLANE from source with go (first time only: about 3 min on 2 cores) -> $dapr_control_plane_dir"
+  local packages=() cmd
+  for cmd in $DAPR_CONTROL_PLANE; do packages+=("github.com/dapr/dapr/cmd/$cmd"); done
   rm -rf "$dapr_control_plane_dir.partial"
   mkdir -p "$dapr_control_plane_dir.partial"
   with_heartbeat dapr-control-plane quiet_go -C "$repo/scripts/tools/daprd" build -trimpath \
     -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=${DAPR_VERSION#v}" -o "$dapr_control_plane_dir.partial/" \
-    github.com/dapr/dapr/cmd/sentry github.com/dapr/dapr/cmd/injector >&2
+    "${packages[@]}" >&2
   rm -rf "$dapr_control_plane_dir"
   mv "$dapr_control_plane_dir.partial" "$dapr_control_plane_dir"
 }
 
-SIM_TOOLS="etcd kube kwok spin-operator dapr-control-plane"
+SIM_TOOLS="etcd kube containerd coredns helm spin-operator dapr-control-plane"
 
 # NAME PATH per line: what scripts/cluster/sim.sh starts.
 sim_paths() {
@@ -331,10 +387,19 @@ sim_paths() {
   echo "kube-controller-manager $kube_dir/kube-controller-manager"
   echo "kube-scheduler $kube_dir/kube-scheduler"
   echo "kubectl $kube_dir/kubectl"
-  echo "kwok $kwok_dir/kwok"
   echo "spin-operator $spin_operator_dir/spin-operator"
   echo "sentry $dapr_control_plane_dir/sentry"
   echo "injector $dapr_control_plane_dir/injector"
+  echo "operator $dapr_control_plane_dir/operator"
+  echo "daprd $daprd_dir/daprd"
+  echo "kubelet $kube_dir/kubelet"
+  echo "kube-proxy $kube_dir/kube-proxy"
+  echo "containerd $containerd_dir/containerd"
+  echo "ctr $containerd_dir/ctr"
+  echo "containerd-shim-runc-v2 $containerd_dir/containerd-shim-runc-v2"
+  echo "coredns $coredns_dir/coredns"
+  echo "helm $helm_dir/helm"
+  echo "cni $CNI_BIN_DIR"
 }
 
 # Python tools for the manifest checks and the benchmark's FastAPI reference.
@@ -357,7 +422,7 @@ install_pinned() {
 pinned_version() {
   case $1 in
     wasmtime) echo "$WASMTIME_VERSION" ;; daprd|dapr-control-plane) echo "${DAPR_VERSION#v}" ;; tilt) echo "${TILT_VERSION#v}" ;;
-    kube) echo "${KUBE_VERSION#v}" ;; etcd) echo "${ETCD_VERSION#v}" ;; kwok) echo "${KWOK_VERSION#v}" ;; spin-operator) echo "${SPIN_OPERATOR_VERSION#v}" ;;
+    kube) echo "${KUBE_VERSION#v}" ;; etcd) echo "${ETCD_VERSION#v}" ;; containerd) echo "${CONTAINERD_VERSION#v}" ;; coredns) echo "${COREDNS_VERSION#v}" ;; helm) echo "${HELM_VERSION#v}" ;; spin-operator) echo "${SPIN_OPERATOR_VERSION#v}" ;;
   esac
 }
 
@@ -368,9 +433,11 @@ cached_path() {
     tilt) echo "$tilt_dir/tilt" ;;
     kube) echo "$kube_dir/kubectl" ;;
     etcd) echo "$etcd_dir/etcd" ;;
-    kwok) echo "$kwok_dir/kwok" ;;
+    containerd) echo "$containerd_dir/containerd" ;;
+    coredns) echo "$coredns_dir/coredns" ;;
+    helm) echo "$helm_dir/helm" ;;
     spin-operator) echo "$spin_operator_dir/spin-operator" ;;
-    dapr-control-plane) echo "$dapr_control_plane_dir/injector" ;;
+    dapr-control-plane) echo "$dapr_control_plane_dir/operator" ;;
   esac
 }
 
@@ -515,12 +582,14 @@ main() {
       # The simulated cluster's binaries too: the tests start one (tests/deploy/test_sim.py).
       # shellcheck disable=SC2046,SC2086  # word lists
       all) require_builders pinned rust $(uncached wasmtime daprd tilt $SIM_TOOLS)
-        install_rust; install_redis; install_python; for tool in wasmtime daprd tilt $SIM_TOOLS; do install_pinned "$tool"; done ;;
+        install_rust; install_redis; install_python; install_node_packages
+        for tool in wasmtime daprd tilt $SIM_TOOLS; do install_pinned "$tool"; done ;;
       rust|redis|python) "install_$t" ;;
       # shellcheck disable=SC2046  # a word list
       wasmtime|daprd|tilt) require_builders pinned $(uncached "$t"); install_pinned "$t" ;;
       # shellcheck disable=SC2046,SC2086  # word lists
-      sim) require_builders pinned $(uncached $SIM_TOOLS); for tool in $SIM_TOOLS; do install_pinned "$tool"; done ;;
+      sim) require_builders pinned $(uncached daprd $SIM_TOOLS); install_node_packages
+        for tool in daprd $SIM_TOOLS; do install_pinned "$tool"; done ;;
       *) echo "tools.sh: unknown target '$t' (all|rust|redis|wasmtime|daprd|tilt|python|sim|env|dev|path|sim-paths|kube-replaces)" >&2; exit 2 ;;
     esac
   done
