@@ -36,8 +36,8 @@ KIND_REGISTRY=$CLUSTER-kind-registry
 KIND_REGISTRY_PORT=5112
 SPIN_OPERATOR_RELEASE=https://github.com/spinframework/spin-operator/releases/download/v$SPIN_OPERATOR_VERSION
 DAPR_CHARTS=https://dapr.github.io/helm-charts/
-# spin-operator names its pods' app with this label.
-APP_SELECTOR=core.spinkube.dev/app-name=dapr-spin-hello
+# The label of the app's daprd pods (kubernetes/base/dapr-sidecar.yaml).
+SIDECAR_SELECTOR=app.kubernetes.io/name=dapr-spin-hello-dapr
 
 step() { current_step=$*; printf '\n==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
@@ -226,13 +226,19 @@ spin_operator() {
 # restart (the injector's webhook has failurePolicy Ignore); its Deployment recreates it with
 # the sidecar.
 dapr() {
-  step "Dapr $DAPR_VERSION (control plane in dapr-system, operator watchdog every 10s) and the Dapr dashboard $DAPR_DASHBOARD_CHART_VERSION"
-  release_not_stuck dapr dapr-system
-  h upgrade --install dapr dapr --repo "$DAPR_CHARTS" --version "$DAPR_VERSION" \
-    --namespace dapr-system --create-namespace --set dapr_operator.watchInterval=10s --wait --timeout 5m
+  dapr_chart dapr --repo "$DAPR_CHARTS" --version "$DAPR_VERSION"
+  step "the Dapr dashboard $DAPR_DASHBOARD_CHART_VERSION"
   release_not_stuck dapr-dashboard dapr-system
   h upgrade --install dapr-dashboard dapr-dashboard --repo "$DAPR_CHARTS" --version "$DAPR_DASHBOARD_CHART_VERSION" \
     --namespace dapr-system --wait --timeout 5m
+}
+
+# dapr_chart CHART HELM_ARGS...: Dapr's chart as release dapr in dapr-system.
+dapr_chart() {
+  step "Dapr $DAPR_VERSION (control plane in dapr-system, operator watchdog every 10s)"
+  release_not_stuck dapr dapr-system
+  h upgrade --install dapr "$@" --namespace dapr-system --create-namespace --set dapr_operator.watchInterval=10s \
+    --wait --timeout 5m
 }
 
 # The two webhooks the app's first deploy goes through; `up` returns only once both answer.
@@ -246,7 +252,13 @@ wait_for_webhooks() {
 
 up() {
   pick_target "${1:-}"
-  preflight || die "preflight failed (see above); nothing was changed"
+  # The simulated cluster's processes run in its own namespaces: this script goes on there.
+  if [ "$target" = sim ] && ! node_inside; then
+    preflight || die "preflight failed (see above); nothing was changed"
+    sim_up
+    return
+  fi
+  [ "$target" = sim ] || preflight || die "preflight failed (see above); nothing was changed"
   trap on_failed_step EXIT
   case $target in
     kind) kind_cluster; cert_manager; spin_operator ;;
@@ -259,8 +271,11 @@ up() {
   [ "$target" = sim ] || dapr
   wait_for_webhooks
   use_context
-  [ "$target" != sim ] || sim_up_done
-  step "ready: context $ctx. Next: tilt up"
+  if [ "$target" = sim ]; then
+    step "ready: context $ctx, in the cluster's namespaces. Next: scripts/cluster.sh exec --sim -- tilt up"
+  else
+    step "ready: context $ctx. Next: tilt up"
+  fi
 }
 
 # `up` leaves its cluster's context current, so kubectl and `tilt up` go to it.
@@ -287,8 +302,31 @@ down() {
   esac
 }
 
+# COMMAND in the simulated cluster's namespaces, where its API server and pods are.
+exec_in() {
+  [ "${1:-}" = --sim ] && [ "${2:-}" = -- ] && [ $# -gt 2 ] || die "usage: scripts/cluster.sh exec --sim -- COMMAND [ARGS...]"
+  shift 2
+  pick_target --sim
+  node_holder_alive || die "no simulated cluster runs ($SIM_DIR): scripts/cluster.sh up --sim"
+  node_inside || node_enter "$@"
+  exec "$@"
+}
+
+# An OCI image archive into the simulated node's containerd (the Tiltfile's image builds).
+import_image() {
+  [ "${1:-}" = --sim ] && [ -f "${2:-}" ] || die "usage: scripts/cluster.sh import --sim ARCHIVE.tar"
+  pick_target --sim
+  node_holder_alive || die "no simulated cluster runs ($SIM_DIR): scripts/cluster.sh up --sim"
+  node_inside || node_enter "$repo/scripts/cluster.sh" import "$@"
+  node_ctr images import "$2"
+}
+
 status() {
   pick_target "${1:-}"
+  if [ "$target" = sim ] && ! node_inside; then
+    node_holder_alive || die "no simulated cluster runs ($SIM_DIR): scripts/cluster.sh up --sim"
+    node_enter "$repo/scripts/cluster.sh" status --sim
+  fi
   { have kubectl && { have helm || [ "$target" = sim ]; }; } || die "kubectl and helm are needed (scripts/cluster.sh doctor)"
   step "context $ctx ($target)"
   k get nodes -o wide || die "context $ctx does not answer (scripts/cluster.sh up --$target)"
@@ -296,8 +334,10 @@ status() {
   k get runtimeclass
   k get spinappexecutors || true
   if [ "$target" = sim ]; then
-    step "processes (the simulated cluster runs spin-operator and Dapr outside it)"
+    step "processes (the simulated cluster's control plane, node and spin-operator)"
     sim_processes
+    step "pods: dapr-system"
+    k get pods --namespace dapr-system
     return
   fi
   step "Helm releases"
@@ -306,7 +346,12 @@ status() {
   for ns in cert-manager spin-operator dapr-system; do k get pods --namespace "$ns" 2>/dev/null || true; done
 }
 
-usage="usage: scripts/cluster.sh up|down|status|doctor [--kind|--k3d|--rancher|--sim]"
+usage="usage: scripts/cluster.sh up|down|status|doctor [--kind|--k3d|--rancher|--sim]
+       scripts/cluster.sh exec --sim -- COMMAND [ARGS...]"
+case ${1:-} in
+  exec) shift; exec_in "$@" ;;
+  import) shift; import_image "$@" ;;
+esac
 [ $# -le 2 ] || die "$usage"
 case ${1:-} in
   up) up "${2:-}" ;;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::error::ApiError;
 use crate::transport::TimeLimits;
 
+pub const DEFAULT_DAPR_HTTP_HOST: &str = "localhost";
 pub const DEFAULT_DAPR_HTTP_PORT: u16 = 3500;
 pub const DEFAULT_HISTORY_LIMIT: u64 = 100;
 const HISTORY_LIMITS: RangeInclusive<u64> = 1..=10_000;
@@ -23,8 +24,9 @@ pub const DEFAULT_BETWEEN_BYTES_TIMEOUT_MS: u64 = 5_000;
 const TIMEOUTS_MS: RangeInclusive<u64> = 1..=600_000;
 
 /// Every setting, by its Spin variable name.
-pub const VARIABLES: [&str; 11] = [
+pub const VARIABLES: [&str; 12] = [
     "dapr_http_endpoint",
+    "dapr_http_host",
     "dapr_http_port",
     "dapr_api_token",
     "app_api_token",
@@ -96,8 +98,10 @@ impl Config {
             }
         };
 
-        let dapr_url = match (get("dapr_http_endpoint"), get("dapr_http_port")) {
-            (Some(endpoint), _) => {
+        // A full URL (Dapr's DAPR_HTTP_ENDPOINT), else the sidecar's host and port: localhost
+        // beside the app, a Service's name in a cluster.
+        let dapr_url = match get("dapr_http_endpoint") {
+            Some(endpoint) => {
                 if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                     return Err(config_error(format!(
                         "dapr_http_endpoint must start with http:// or https://, got {endpoint:?}"
@@ -105,15 +109,29 @@ impl Config {
                 }
                 endpoint.trim_end_matches('/').to_string()
             }
-            (None, Some(port)) => match port.parse::<u16>() {
-                Ok(port) if port > 0 => format!("http://localhost:{port}"),
-                _ => {
+            None => {
+                let host = get("dapr_http_host").unwrap_or_else(|| DEFAULT_DAPR_HTTP_HOST.to_string());
+                if !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+                {
                     return Err(config_error(format!(
-                        "dapr_http_port must be a port number, got {port:?}"
-                    )))
+                        "dapr_http_host must be a host name or IPv4 address (letters, digits, '-', '.'), got {host:?}"
+                    )));
                 }
-            },
-            (None, None) => format!("http://localhost:{DEFAULT_DAPR_HTTP_PORT}"),
+                let port = match get("dapr_http_port") {
+                    None => DEFAULT_DAPR_HTTP_PORT,
+                    Some(port) => match port.parse::<u16>() {
+                        Ok(port) if port > 0 => port,
+                        _ => {
+                            return Err(config_error(format!(
+                                "dapr_http_port must be a port number, got {port:?}"
+                            )))
+                        }
+                    },
+                };
+                format!("http://{host}:{port}")
+            }
         };
 
         // A whole number from `range`, or `default` when unset.
@@ -192,6 +210,20 @@ mod tests {
         assert_eq!(
             config(&[("dapr_http_port", "3601")]).unwrap().dapr_url,
             "http://localhost:3601"
+        );
+    }
+
+    #[test]
+    fn dapr_http_host_names_a_sidecar_elsewhere() {
+        let c = config(&[
+            ("dapr_http_host", "dapr-spin-hello-dapr"),
+            ("dapr_http_port", "3601"),
+        ]);
+        assert_eq!(c.unwrap().dapr_url, "http://dapr-spin-hello-dapr:3601");
+        let err = config(&[("dapr_http_host", "http://x")]).unwrap_err();
+        assert!(
+            err.message.contains("dapr_http_host must be a host name"),
+            "{err}"
         );
     }
 

@@ -273,8 +273,9 @@ impl<T: Transport> DaprClient<T> {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
                     "the wasm host denied the call to the Dapr sidecar at {base}: it is not in the component's \
-                     allowed_outbound_hosts (spin.toml). spin.toml allows localhost and 127.0.0.1 on the Spin variable \
-                     dapr_http_port (default 3500; SPIN_VARIABLE_DAPR_HTTP_PORT or the SpinApp's variables move it): \
+                     allowed_outbound_hosts (spin.toml). spin.toml allows the Spin variables dapr_http_host \
+                     (default localhost) and 127.0.0.1, on dapr_http_port (default 3500; \
+                     SPIN_VARIABLE_DAPR_HTTP_PORT or the SpinApp's variables move them): \
                      a dapr_http_endpoint elsewhere must be added to allowed_outbound_hosts"
                 ),
             ),

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# ctx, target, repo and APP_SELECTOR are set by cluster.sh, which sources this file.
+# ctx, target, repo and SIDECAR_SELECTOR are set by cluster.sh, which sources this file.
 # shellcheck disable=SC2154
 #
 # The checks of scripts/cluster.sh (sourced by it): `preflight`, which `up` runs before it
@@ -181,28 +181,26 @@ shim_wiring() {
 spin_operator_webhook() { k apply --dry-run=server -f "$repo/kubernetes/base/spinapp.yaml" >/dev/null && echo "accepts kubernetes/base/spinapp.yaml (server-side dry run)"; }
 
 # Dapr's injector webhook has failurePolicy Ignore: while it has no ready endpoint, new pods
-# start without daprd. Ready endpoint = it injects. (The simulated cluster's injector is a
-# local process, with no endpoint: its health check says the same.)
+# start without daprd. Ready endpoint = it injects.
 dapr_injector() {
-  [ "$target" != sim ] || { sim_injector_ready; return; }
   [[ $(k get endpointslices --namespace dapr-system -l kubernetes.io/service-name=dapr-sidecar-injector \
       -o jsonpath='{.items[*].endpoints[*].conditions.ready}' 2>/dev/null) == *true* ]] && echo "ready endpoint"
 }
 
-# Each pod of the app must have daprd: the SpinApp's podAnnotations ask for it.
+# Each pod of the app's daprd Deployment (kubernetes/base/dapr-sidecar.yaml) must have daprd:
+# its annotations ask the injector for it.
 app_sidecar() {
   local pods name containers watchdog="with Dapr from 'scripts/cluster.sh up' the operator's watchdog does that within 10 s"
-  [ "$target" != sim ] || watchdog="the simulated cluster has no Dapr operator, so nothing does that for you"
-  pods=$(k get pods -l "$APP_SELECTOR" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.containers[*].name}{" "}{.spec.initContainers[*].name}{"\n"}{end}' 2>/dev/null || true)
+  pods=$(k get pods -l "$SIDECAR_SELECTOR" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.containers[*].name}{" "}{.spec.initContainers[*].name}{"\n"}{end}' 2>/dev/null || true)
   if [ -z "$pods" ]; then
-    found "app pod" "none yet (tilt up deploys it)"
+    found "app's daprd" "none yet (tilt up deploys it)"
     return 0
   fi
   while read -r name containers; do
     if [[ " $containers " == *" daprd "* ]]; then
-      found "app pod" "$name has daprd"
+      found "app's daprd" "$name has daprd"
     else
-      problem "app pod" 1 "$name has no daprd container: it started while Dapr's injector was down. Delete it (kubectl --context $ctx delete pod $name) and its Deployment makes one with the sidecar; $watchdog"
+      problem "app's daprd" 1 "$name has no daprd container: it started while Dapr's injector was down. Delete it (kubectl --context $ctx delete pod $name) and its Deployment makes one with the sidecar; $watchdog"
     fi
   done <<<"$pods"
 }
@@ -227,6 +225,8 @@ wasip2_target() { rustup target list --installed | grep -qx wasm32-wasip2 && ech
 # executor, the two webhooks and the app's sidecar. Exits 1 when something required is wrong.
 doctor() {
   pick_target "${1:-}"
+  # The simulated cluster answers only inside its namespaces.
+  if [ "$target" = sim ] && node_holder_alive && ! node_inside; then node_enter "$repo/scripts/cluster.sh" doctor --sim; fi
   preflight || true
   step "the dev loop's tools"
   tilt_check

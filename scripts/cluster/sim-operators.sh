@@ -1,15 +1,17 @@
 # shellcheck shell=bash
 # SIM_DIR, SIM_OPERATOR_WEBHOOK_PORT, the sim_* process helpers and the ports come from sim.sh,
-# which sources this file; ctx, repo, step, ok, die, retry, k and DAPR_VERSION from cluster.sh.
+# which sources this file; ctx, repo, step, ok, die, retry, k, dapr_chart and DAPR_VERSION from
+# cluster.sh.
 # shellcheck disable=SC2154
 #
-# What runs beside Kubernetes on the simulated cluster: spin-operator and Dapr's sentry and
-# sidecar injector, as local processes, installed with the manifests of their pinned modules.
+# What runs beside Kubernetes on the simulated cluster: spin-operator as a local process, and
+# Dapr's control plane from its chart, each from its pinned module.
 #
-# The webhooks reach the local processes the way they reach pods: each webhook configuration
-# names a Service, and the API server resolves that Service. Here it is an ExternalName Service
-# for localhost, so the API server dials localhost:PORT and checks the certificate for
-# <service>.<namespace>.svc, the name sentry and openssl put in the serving certificates.
+# spin-operator's webhooks reach the local process the way they reach a pod: its webhook
+# configurations name a Service, and the API server resolves that Service. Here it is an
+# ExternalName Service for localhost, so the API server dials localhost:PORT and checks the
+# certificate for <service>.<namespace>.svc, the name openssl put in the serving certificate.
+# (spin-operator's chart needs cert-manager for that certificate, which has no Go module.)
 
 # An ExternalName Service for localhost: where the webhook configuration that names it sends
 # the API server.
@@ -58,68 +60,14 @@ sim_spin_operator() {
   retry 60 "spin-operator's webhook accepting the executor" k apply -f "$source/config/samples/spin-shim-executor.yaml"
 }
 
-# Dapr's CRDs and the injector's MutatingWebhookConfiguration from its Helm chart (the template
-# rendered with the chart's defaults, its Service given the local port), then sentry, which
-# makes the CA, and the injector, which gets its serving certificate from sentry and patches
-# the webhook's caBundle at start.
+# Dapr's control plane from the chart in the pinned Dapr module (the chart Dapr releases), with
+# the values `up` uses on every cluster, as pods on the node: its images are the node's own
+# (scripts/cluster/oci_image.py: ghcr.io/dapr/dapr and ghcr.io/dapr/daprd at the pinned
+# version), and its pull policy is the chart's IfNotPresent. The scheduler and placement are
+# off (the chart's global.scheduler.enabled and global.actors.enabled): this app schedules no
+# jobs and hosts no actors, and Dapr's scheduler cannot be built from the Go module proxy.
 sim_dapr() {
-  local source chart webhook
-  source=$(go_module_dir "github.com/dapr/dapr@v$DAPR_VERSION")
-  chart=$source/charts/dapr/charts/dapr_sidecar_injector
-  step "Dapr $DAPR_VERSION: CRDs, sentry, sidecar injector and its webhook"
-  k apply -f "$source/charts/dapr/crds" >/dev/null
-  sim_webhook_service dapr-system dapr-sidecar-injector
-  webhook=$(sim_render_chart_template "$chart/values.yaml" "$chart/templates/dapr_sidecar_injector_webhook_config.yaml")
-  case $webhook in *'{{'*) die "the injector's webhook template in Dapr $DAPR_VERSION's chart has settings this script does not fill in: $chart/templates" ;; esac
-  k apply -f - <<<"$webhook" >/dev/null
-
-  local sentry=$SIM_DIR/sentry
-  mkdir -p "$sentry/credentials"
-  printf 'apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\nspec:\n  mtls:\n    enabled: true\n' >"$sentry/config.yaml"
-  sim_start sentry env NAMESPACE=dapr-system "$sim_bin_sentry" --issuer-credentials "$sentry/credentials" \
-    --config "$sentry/config.yaml" --trust-domain cluster.local --listen-address 127.0.0.1 --port "$SENTRY_PORT" \
-    --healthz-listen-address 127.0.0.1 --healthz-port "$SENTRY_HEALTHZ_PORT" \
-    --metrics-listen-address 127.0.0.1 --metrics-port "$SENTRY_METRICS_PORT"
-  sim_wait sentry 60 http_ok "http://127.0.0.1:$SENTRY_HEALTHZ_PORT/healthz"
-  sim_injector
-}
-
-# The injector's webhook template with the chart's defaults: an `if .Values.X` block is kept
-# when the top-level value X is set, a `range` (over labels, none by default) is dropped,
-# the release namespace is dapr-system, and the Service gets the injector's local port.
-sim_render_chart_template() {
-  awk -v port="$INJECTOR_PORT" '
-    FNR == NR { if (match($0, /^[A-Za-z]+:/)) { v = substr($0, RLENGTH + 1); gsub(/^ +| +$/, "", v); values[substr($0, 1, RLENGTH - 1)] = v }; next }
-    function skipping(  i) { for (i = 1; i <= depth; i++) if (skip[i]) return 1; return 0 }
-    /\{\{-? *if \.Values\.[A-Za-z]+ *\}\}/ { match($0, /\.Values\.[A-Za-z]+/); v = values[substr($0, RSTART + 8, RLENGTH - 8)]
-      skip[++depth] = (v == "" || v == "{}" || v == "[]" || v == "false"); next }
-    /\{\{-? *if / { skip[++depth] = 0; next }
-    /\{\{-? *range / { skip[++depth] = 1; next }
-    /\{\{-? *end *-?\}\}/ { depth--; next }
-    skipping() { next }
-    { gsub(/\{\{ \.Release\.Namespace \}\}/, "dapr-system")
-      while (match($0, /\{\{ *\.Values\.[A-Za-z]+ *\}\}/)) {
-        name = substr($0, RSTART, RLENGTH); gsub(/[{} ]|\.Values\./, "", name)
-        $0 = substr($0, 1, RSTART - 1) values[name] substr($0, RSTART + RLENGTH) }
-      print }
-    /^      path: "\/mutate"/ { print "      port: " port }' "$1" "$2"
-}
-
-# The chart's sidecar image; kwok pulls nothing, but the pod spec names what a cluster would run.
-# Dapr's control plane refuses to run as root in Kubernetes mode; run by root (as in CI), the
-# local process is told that is fine.
-sim_injector() {
-  sim_start injector env NAMESPACE=dapr-system KUBERNETES_SERVICE_HOST=127.0.0.1 KUBE_CLUSTER_DOMAIN=cluster.local \
-    DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true \
-    SIDECAR_IMAGE="ghcr.io/dapr/daprd:$DAPR_VERSION" DAPR_TRUST_ANCHORS_FILE="$SIM_DIR/sentry/credentials/ca.crt" \
-    DAPR_CONTROL_PLANE_TRUST_DOMAIN=cluster.local DAPR_SENTRY_ADDRESS="127.0.0.1:$SENTRY_PORT" \
-    "$sim_bin_injector" --kubeconfig "$SIM_DIR/kubeconfig" --listen-address 127.0.0.1 --port "$INJECTOR_PORT" \
-    --healthz-listen-address 127.0.0.1 --healthz-port "$INJECTOR_HEALTHZ_PORT" \
-    --metrics-listen-address 127.0.0.1 --metrics-port "$INJECTOR_METRICS_PORT"
-  sim_wait injector 60 sim_injector_ready
-}
-
-# The injector answers its health check once it serves and has patched its webhook's caBundle.
-sim_injector_ready() {
-  [ -f "$SIM_DIR/ports.env" ] && . "$SIM_DIR/ports.env" && http_ok "http://127.0.0.1:$INJECTOR_HEALTHZ_PORT/healthz" && echo "answers on 127.0.0.1:$INJECTOR_PORT"
+  local chart
+  chart=$(go_module_dir "github.com/dapr/dapr@v$DAPR_VERSION")/charts/dapr
+  dapr_chart "$chart" --set global.tag="$DAPR_VERSION" --set global.scheduler.enabled=false --set global.actors.enabled=false
 }

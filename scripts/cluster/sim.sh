@@ -2,26 +2,26 @@
 # ctx, repo, CLUSTER, step, ok, die, retry and k come from cluster.sh, which sources this file.
 # shellcheck disable=SC2154
 #
-# The simulated cluster (scripts/cluster.sh up --sim): the real control plane as local
-# processes, no node. etcd, kube-apiserver, kube-controller-manager and kube-scheduler; kwok,
-# which keeps one fake node and marks the pods scheduled to it Running and Ready (no container
-# runs); spin-operator with its webhooks; Dapr's sentry and sidecar injector. All of them are
-# the pinned upstream builds (scripts/tools.sh sim), and their manifests (CRDs, RuntimeClass,
-# executor, webhook configurations, kwok's stages) come from the same modules' source.
+# The simulated cluster (scripts/cluster.sh up --sim): a real Kubernetes cluster of one node,
+# every piece a pinned upstream build (scripts/tools.sh sim) run as a local process: etcd,
+# kube-apiserver, kube-controller-manager and kube-scheduler; the node's containerd, kubelet,
+# kube-proxy and CoreDNS (scripts/cluster/node.sh), in network and mount namespaces of their
+# own; spin-operator with its webhooks; Dapr's control plane from its chart, as pods
+# (scripts/cluster/sim-operators.sh). Manifests (CRDs, RuntimeClass, executor, webhook
+# configurations, Dapr's chart) come from the same modules' source.
 #
 # State: $DAPR_SPIN_HELLO_SIM_DIR (default ~/.local/state/dapr-spin-hello/sim): pki/, the
-# processes' kubeconfig, etcd's data, ports.env, pids/ and logs/<process>.log. `down --sim`
-# stops every process and removes all of it but logs/.
-#
-# spin-operator and Dapr's control plane, and their webhooks: scripts/cluster/sim-operators.sh.
+# processes' kubeconfig, etcd's data, the node's folders, ports.env, pids/ and
+# logs/<process>.log. `down --sim` stops every process and removes all of it but logs/.
 
 SIM_DIR=${DAPR_SPIN_HELLO_SIM_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/$CLUSTER/sim}
-SIM_NODE=sim-node
 # spin-operator has no flag for its webhook port: controller-runtime's default.
 SIM_OPERATOR_WEBHOOK_PORT=9443
 # The order they start in; they stop in the reverse order.
-SIM_PROCESSES="etcd kube-apiserver kube-controller-manager kube-scheduler kwok spin-operator sentry injector"
+SIM_PROCESSES="etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns spin-operator"
 
+# shellcheck source-path=SCRIPTDIR source=node.sh
+. "$repo/scripts/cluster/node.sh"
 # shellcheck source-path=SCRIPTDIR source=sim-operators.sh
 . "$repo/scripts/cluster/sim-operators.sh"
 
@@ -30,7 +30,7 @@ SIM_PROCESSES="etcd kube-apiserver kube-controller-manager kube-scheduler kwok s
 sim_paths() {
   local name path
   while read -r name path; do printf -v "sim_bin_${name//-/_}" %s "$path"; done < <("$repo/scripts/tools.sh" sim-paths)
-  PATH=$(dirname "$sim_bin_kubectl"):$PATH
+  PATH=$(dirname "$sim_bin_kubectl"):$(dirname "$sim_bin_helm"):$PATH
 }
 
 sim_tools() { "$repo/scripts/tools.sh" sim; }
@@ -76,7 +76,8 @@ http_ok() { curl -fsk --max-time 2 "$1" >/dev/null; }
 # (scripts/lib/free_ports.py).
 sim_ports() {
   if [ ! -f "$SIM_DIR/ports.env" ]; then
-    local names=(ETCD ETCD_PEER APISERVER CONTROLLER_MANAGER SCHEDULER OPERATOR_PROBE SENTRY SENTRY_HEALTHZ SENTRY_METRICS INJECTOR INJECTOR_HEALTHZ INJECTOR_METRICS)
+    local names=(ETCD ETCD_PEER APISERVER CONTROLLER_MANAGER SCHEDULER OPERATOR_PROBE KUBELET KUBELET_HEALTHZ
+      KUBE_PROXY_HEALTHZ KUBE_PROXY_METRICS COREDNS_HEALTH COREDNS_READY)
     local ports i
     read -r -a ports <<<"$(python3 "$repo/scripts/lib/free_ports.py" "${#names[@]}")"
     for i in "${!names[@]}"; do echo "${names[i]}_PORT=${ports[i]}"; done >"$SIM_DIR/ports.env"
@@ -104,7 +105,7 @@ sim_pki() {
     openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -keyout "$pki/ca.key" -out "$pki/ca.crt" \
       -subj "/CN=$ctx-ca" 2>/dev/null
   fi
-  sim_cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default.svc
+  sim_cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$NODE_IP,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default.svc
 extendedKeyUsage=serverAuth"
   sim_cert admin "/O=system:masters/CN=$ctx-admin" "extendedKeyUsage=clientAuth"
   sim_cert spin-operator-webhook "/CN=spin-operator-webhook-service.spin-operator.svc" \
@@ -140,17 +141,17 @@ sim_etcd() {
   sim_wait etcd 30 http_ok "http://127.0.0.1:$ETCD_PORT/health"
 }
 
-# It listens on 127.0.0.1 only. An Endpoints address may not be a loopback one, so the
-# `kubernetes` Service gets none (nothing here reaches the API server through it).
+# On every address of the namespace: the processes call 127.0.0.1, the pods the `kubernetes`
+# Service, whose endpoint is the node's IP.
 sim_apiserver() {
   local pki=$SIM_DIR/pki
   sim_start kube-apiserver "$sim_bin_kube_apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --bind-address 0.0.0.0 --advertise-address "$NODE_IP" --secure-port "$APISERVER_PORT" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" --client-ca-file "$pki/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC --allow-privileged=true --profiling=false \
-    --endpoint-reconciler-type none
+    --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC --allow-privileged=true --profiling=false \
+    --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key"
   sim_wait kube-apiserver 120 context_answers
 }
 
@@ -160,7 +161,7 @@ sim_apiserver() {
 sim_controllers() {
   local pki=$SIM_DIR/pki
   sim_start kube-controller-manager "$sim_bin_kube_controller_manager" --kubeconfig "$SIM_DIR/kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" --leader-elect=false \
+    --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" --leader-elect=false --allocate-node-cidrs=false \
     --use-service-account-credentials=true --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt"
   sim_start kube-scheduler "$sim_bin_kube_scheduler" --kubeconfig "$SIM_DIR/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
@@ -170,57 +171,30 @@ sim_controllers() {
   retry 60 "the controller manager creating the default service account" k get serviceaccount default
 }
 
-# One fake node, with kwok's own stages (those kwokctl uses): the node is Ready and keeps its
-# lease; a pod bound to it gets an IP and is Running and Ready at once, as if every probe passed.
-sim_kwok() {
-  local stages
-  stages=$(go_module_dir "sigs.k8s.io/kwok@$(sim_version "$sim_bin_kwok")")/kustomize/stage
-  sim_start kwok "$sim_bin_kwok" --kubeconfig "$SIM_DIR/kubeconfig" \
-    --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake --cidr 10.244.0.0/16 --node-lease-duration-seconds 40 \
-    --config "$stages/node/fast/node-initialize.yaml" --config "$stages/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
-    --config "$stages/pod/fast/pod-ready.yaml" --config "$stages/pod/fast/pod-complete.yaml" --config "$stages/pod/fast/pod-delete.yaml"
-  k apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Node
-metadata:
-  name: $SIM_NODE
-  annotations:
-    kwok.x-k8s.io/node: fake
-  labels:
-    kubernetes.io/hostname: $SIM_NODE
-    kubernetes.io/os: linux
-    kubernetes.io/arch: amd64
-    type: kwok
-status:
-  allocatable: {cpu: "8", memory: 16Gi, pods: "110"}
-  capacity: {cpu: "8", memory: 16Gi, pods: "110"}
-EOF
-  sim_wait kwok 60 sim_node_ready
-}
-
-sim_node_ready() { [ "$(k get node "$SIM_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
-
-# The version in a cached binary's folder name (…/kwok-v0.8.0/kwok: v0.8.0).
-sim_version() { basename "$(dirname "$1")" | sed 's/^.*-v/v/'; }
-
-# up --sim: the control plane (built the first time), started unless it runs. A failure before
-# `up` is done stops what it started.
-sim_cluster() {
-  step "simulated cluster $ctx: the control plane as local processes, state in $SIM_DIR"
+# up --sim, outside the namespaces: the binaries (built the first time), the namespaces, then
+# this script again inside them, which starts the cluster. A failure stops what it started.
+sim_up() {
+  step "simulated cluster $ctx: a real control plane and node as local processes, state in $SIM_DIR"
   sim_tools
   mkdir -p "$SIM_DIR/logs" "$SIM_DIR/pids"
-  trap 'rc=$?; [ "$rc" = 0 ] || { echo "cluster.sh: up --sim failed: stopping the simulated cluster (logs stay in $SIM_DIR/logs)" >&2; sim_stop >&2; }' EXIT
+  node_namespaces
+  if ! node_run "$repo/scripts/cluster.sh" up --sim; then
+    echo "cluster.sh: up --sim failed: stopping the simulated cluster (logs stay in $SIM_DIR/logs)" >&2
+    sim_remove >&2
+    exit 1
+  fi
+}
+
+# up --sim, inside the namespaces: the control plane and the node, started unless they run.
+sim_cluster() {
   sim_ports
   sim_pki
   sim_kubeconfig
   sim_etcd
   sim_apiserver
   sim_controllers
-  sim_kwok
+  sim_node
 }
-
-# up --sim is done: a later failure of the script must not stop the cluster.
-sim_up_done() { trap - EXIT; }
 
 sim_stop() {
   local names name pid i stopped=()
@@ -240,12 +214,18 @@ sim_stop() {
   ok "stopped: ${stopped[*]:-nothing was running}"
 }
 
-# down --sim: every process stopped, the cluster's state and its kube context removed; the
-# logs stay for reading.
+# Every process, then what is left in the namespaces, the namespaces and the cgroups.
+sim_remove() {
+  sim_stop
+  node_remove
+}
+
+# down --sim: every process stopped, the namespaces and the node's cgroups gone, the
+# cluster's state and its kube context removed; the logs stay for reading.
 sim_down() {
   step "stop the simulated cluster $ctx ($SIM_DIR)"
   if [ -d "$SIM_DIR" ]; then
-    sim_stop
+    sim_remove
     find "$SIM_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
   else
     ok "no simulated cluster"
@@ -276,7 +256,16 @@ sim_preflight() {
   check openssl 1 "missing: install openssl (the cluster's certificates)" openssl version
   check curl 1 "missing: install curl (health checks)" curl --version
   check python3 1 "missing: install python3" python3 --version
-  if ! sim_running spin-operator && (exec 3<>"/dev/tcp/127.0.0.1/$SIM_OPERATOR_WEBHOOK_PORT") 2>/dev/null; then
-    problem "port $SIM_OPERATOR_WEBHOOK_PORT" 1 "taken: spin-operator's webhook listens there (another simulated cluster? DAPR_SPIN_HELLO_SIM_DIR=<its folder> scripts/cluster.sh down --sim)"
+  check gcc 1 "missing: install gcc and libc6-dev (the node's pause image is built static)" gcc --version
+  local shim
+  if shim=$(node_shim); then
+    found "Spin shim" "$shim ($("$shim" -v 2>/dev/null | sed -n 's/^ *Version: *//p' | head -1))"
+  else
+    problem "Spin shim" 1 "missing: the node runs SpinApps with containerd-shim-spin-v2 (SpinKube's releases); set CONTAINERD_SHIM_SPIN=<its path> or put it on PATH"
+  fi
+  if [ "$(uname -s)" != Linux ]; then
+    problem "Linux" 1 "up --sim runs a node in Linux namespaces: on macOS use k3d or kind (scripts/cluster.sh up --k3d)"
+  elif ! unshare --net --mount true 2>/dev/null; then
+    problem "namespaces" 1 "unshare --net --mount failed: up --sim needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) to make the node's namespaces"
   fi
 }

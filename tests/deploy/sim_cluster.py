@@ -1,6 +1,6 @@
 """The simulated cluster (scripts/cluster.sh up --sim) as the tests and bench/ use it: started in
 a folder of its own, with its own kubeconfig, so neither touches the user's cluster or context;
-and what a save under `tilt up` does to it, timed."""
+and every command that talks to it runs in its namespaces (`cluster.sh exec --sim --`)."""
 
 import json
 import os
@@ -46,9 +46,13 @@ class SimCluster:
     def down(self):
         return self.cluster_sh("down", "--sim", timeout=120)
 
-    def kubectl(self, *args, check=True, stdin=None):
-        p = subprocess.run([self.kubectl_binary, "--context", CONTEXT, *args], env=self.env, input=stdin,
-                           capture_output=True, text=True, timeout=120)
+    def inside(self, *command):
+        """`command` as it runs in the cluster's namespaces, where its API server and pods are."""
+        return [str(REPO / "scripts/cluster.sh"), "exec", "--sim", "--", *command]
+
+    def kubectl(self, *args, check=True, stdin=None, timeout=120):
+        p = subprocess.run(self.inside(self.kubectl_binary, "--context", CONTEXT, *args), env=self.env, input=stdin,
+                           capture_output=True, text=True, timeout=timeout)
         if check:
             assert p.returncode == 0, f"kubectl {' '.join(args)}: {p.stderr}"
         return p
@@ -57,12 +61,19 @@ class SimCluster:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     def pids(self):
-        """{process: pid} of what the cluster started (its pids/ folder)."""
+        """{process: pid} of what the cluster started (its pids/ folder), the namespaces' holder too."""
         pids = self.state / "pids"
         return {p.name: int(p.read_text()) for p in pids.iterdir()} if pids.is_dir() else {}
 
-    def ready_pods(self, selector):
-        pods = self.get("pods", "-l", selector)["items"]
+    def curl(self, url, *args):
+        """curl in the cluster's namespaces (where Tilt's port-forward listens): (status, body)."""
+        p = subprocess.run(self.inside("curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", *args, url),
+                           env=self.env, capture_output=True, text=True, timeout=30)
+        body, _, status = p.stdout.rpartition("\n")
+        return int(status or 0), body
+
+    def ready_pods(self, selector, namespace="default"):
+        pods = self.get("pods", "--namespace", namespace, "-l", selector)["items"]
         return [p for p in pods if p["metadata"].get("deletionTimestamp") is None and any(
             c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
 
@@ -99,21 +110,12 @@ def app_image(sim):
     return sim.get("spinapp", APP)["spec"]["image"]
 
 
-def ready_replica_set_for(sim, image):
-    """The app's ReplicaSet whose pods run `image`, once one of its pods is Ready."""
-    for rs in sim.get("replicasets", "-l", APP_SELECTOR)["items"]:
-        images = [c["image"] for c in rs["spec"]["template"]["spec"]["containers"]]
-        if image in images and rs.get("status", {}).get("readyReplicas", 0) >= 1:
-            return rs["metadata"]["name"]
-    return None
-
-
 class TiltUp:
     """`tilt up --stream` in `crate` against the simulated cluster, its output in `log`."""
 
     def __init__(self, sim, crate, log):
         self.log = open(log, "w")
-        self.proc = subprocess.Popen(["tilt", "up", "--stream", "--port=0"], cwd=crate, env=sim.env,
+        self.proc = subprocess.Popen(sim.inside("tilt", "up", "--stream", "--port=0"), cwd=crate, env=sim.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self):
@@ -124,18 +126,3 @@ class TiltUp:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.log.close()
-
-
-def save_to_rollout(sim, crate, text, timeout=300):
-    """Saves a new greeting in the copy under `tilt up`. Returns (seconds from the save until a
-    new ReplicaSet with a new image reference has a Ready pod, of which seconds from the
-    SpinApp's new reference to that pod, that reference)."""
-    before = app_image(sim)
-    set_greeting(crate, text)
-    saved = time.monotonic()
-    image = sim.wait("Tilt writing a new image reference into the SpinApp",
-                     lambda: (i := app_image(sim)) != before and i, timeout=timeout)
-    applied = time.monotonic()
-    sim.wait(f"a ReplicaSet running {image} with a Ready pod", lambda: ready_replica_set_for(sim, image), timeout=timeout)
-    done = time.monotonic()
-    return done - saved, done - applied, image

@@ -429,7 +429,7 @@ def test_doctor_passes_after_up(cluster_sh, flag):
     assert p.returncode == 0, p.stdout + p.stderr
     for line in [r"spin-operator +accepts kubernetes/base/spinapp.yaml", r"Dapr injector +ready endpoint",
                  r"Spin executor +containerd-shim-spin → RuntimeClass wasmtime-spin-v2 → handler spin",
-                 r"tilt +tilt stand-in 9.9", r"wasm32-wasip2 +installed", r"app pod +none yet"]:
+                 r"tilt +tilt stand-in 9.9", r"wasm32-wasip2 +installed", r"app's daprd +none yet"]:
         assert re.search(rf"^  {line}", p.stdout, re.M), p.stdout
     assert not [c for c in log if CHANGES.search(c)], log
 
@@ -442,13 +442,13 @@ def test_doctor_before_up_says_to_run_up(cluster_sh):
 
 def test_doctor_says_what_to_do_about_a_pod_without_daprd(cluster_sh):
     _, _, state = cluster_sh("up", state=rancher_desktop())
-    state["clusters"]["rancher-desktop"]["pods"] = {"dapr-spin-hello-6d9f-abcde": ["dapr-spin-hello"],
-                                                    "dapr-spin-hello-6d9f-fghij": ["dapr-spin-hello", "daprd"]}
+    state["clusters"]["rancher-desktop"]["pods"] = {"dapr-spin-hello-dapr-6d9f-abcde": ["pause"],
+                                                    "dapr-spin-hello-dapr-6d9f-fghij": ["pause", "daprd"]}
     p, _, _ = cluster_sh("doctor", state=state)
     assert p.returncode != 0
-    assert "dapr-spin-hello-6d9f-abcde has no daprd container" in p.stdout
-    assert "kubectl --context rancher-desktop delete pod dapr-spin-hello-6d9f-abcde" in p.stdout
-    assert re.search(r"^  app pod +dapr-spin-hello-6d9f-fghij has daprd$", p.stdout, re.M)
+    assert "dapr-spin-hello-dapr-6d9f-abcde has no daprd container" in p.stdout
+    assert "kubectl --context rancher-desktop delete pod dapr-spin-hello-dapr-6d9f-abcde" in p.stdout
+    assert re.search(r"^  app's daprd +dapr-spin-hello-dapr-6d9f-fghij has daprd$", p.stdout, re.M)
 
 
 def test_doctor_without_rdctl_still_checks_rancher_desktop(cluster_sh):

@@ -19,11 +19,13 @@ KUBERNETES_VERSION = "1.33"
 DAPR_ANNOTATIONS = {
     "dapr.io/enabled": "true",
     "dapr.io/app-id": "dapr-spin-hello",
+    "dapr.io/app-channel-address": "dapr-spin-hello",
     "dapr.io/app-port": "80",
+    "dapr.io/sidecar-listen-addresses": "0.0.0.0",
     "dapr.io/enable-api-logging": "true",
     "dapr.io/config": "dapr-spin-hello",
-    "dapr.io/graceful-shutdown-seconds": "1",
 }
+SIDECAR = "dapr-spin-hello-dapr"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -90,7 +92,8 @@ def by_kind(kind):
 
 def test_manifests_exist():
     kinds = sorted(doc["kind"] for _, doc in DOCS)
-    assert kinds == ["Component", "Component", "Component", "Configuration", "Deployment", "Resiliency", "Service", "SpinApp"]
+    assert kinds == ["Component", "Component", "Component", "Configuration", "Deployment", "Deployment", "Resiliency",
+                     "Service", "Service", "SpinApp"]
 
 
 @pytest.mark.parametrize("path, doc", DOCS, ids=[f"{p}:{d['kind']}/{d['metadata']['name']}" for p, d in DOCS])
@@ -107,19 +110,32 @@ def test_document_validates(path, doc):
 def test_strict_schema_catches_a_misspelt_field():
     [spinapp] = by_kind("SpinApp")
     typo = copy.deepcopy(spinapp)
-    typo["spec"]["podAnnotation"] = typo["spec"].pop("podAnnotations")
+    typo["spec"]["check"] = typo["spec"].pop("checks")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(typo, strict(CRDS[("core.spinkube.dev/v1alpha1", "SpinApp")]))
 
 
-def test_spinapp_pods_get_the_dapr_sidecar():
+def test_the_apps_daprd_runs_in_a_pod_of_its_own():
+    # A shim pod's Linux containers get no env (runwasi PR #668), so no manifest asks for a
+    # sidecar in the SpinApp's pods: its daprd is injected into a Deployment of its own, which
+    # reaches the app through the SpinApp's Service, and which the app reaches through its own.
     [spinapp] = by_kind("SpinApp")
     spec = spinapp["spec"]
-    # Only podAnnotations reach the pods; annotations on the SpinApp itself do not.
-    assert spec["podAnnotations"] == DAPR_ANNOTATIONS
+    assert not any(k.startswith("dapr.io/") for k in spec.get("podAnnotations", {}))
+    assert not any(k.startswith("dapr.io/") for k in spinapp["metadata"].get("annotations", {}))
+    [sidecar] = [d for d in by_kind("Deployment") if d["metadata"]["name"] == SIDECAR]
+    template = sidecar["spec"]["template"]
+    assert template["metadata"]["annotations"] == DAPR_ANNOTATIONS
+    assert DAPR_ANNOTATIONS["dapr.io/app-channel-address"] == spinapp["metadata"]["name"]
+    assert template["metadata"]["labels"] == sidecar["spec"]["selector"]["matchLabels"]
+    assert [c["image"] for c in template["spec"]["containers"]] == ["registry.k8s.io/pause:3.10"]
+    [service] = [d for d in by_kind("Service") if d["metadata"]["name"] == SIDECAR]
+    assert service["spec"]["selector"] == template["metadata"]["labels"]
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [3500]
+    assert {v["name"]: v["value"] for v in spec["variables"]} == {"dapr_http_host": SIDECAR}
     [config] = by_kind("Configuration")
     assert config["metadata"]["name"] == DAPR_ANNOTATIONS["dapr.io/config"]
-    assert not any(k.startswith("dapr.io/") for k in spinapp["metadata"].get("annotations", {}))
     assert spec["checks"]["liveness"]["httpGet"]["path"] == "/healthz"
     assert spec["checks"]["readiness"]["httpGet"]["path"] == "/readyz"
     assert spec["resources"]["limits"] and spec["resources"]["requests"]
@@ -133,10 +149,10 @@ def test_spinapp_uses_the_upstream_shim_executor():
 
 
 def test_spinapp_image_is_the_name_tilt_substitutes():
-    # The image is the bare name Tilt substitutes (or production replaces); no tag, registry,
-    # pull policy or Tilt marker is baked in.
+    # The name Tilt substitutes (or production replaces), with a tag, so that a hand-applied
+    # base does not get :latest's pull policy Always; no registry or Tilt marker is baked in.
     [spinapp] = by_kind("SpinApp")
-    assert spinapp["spec"]["image"] == "dapr-spin-hello"
+    assert spinapp["spec"]["image"] == "dapr-spin-hello:dev"
     assert "tilt" not in yaml.safe_dump(spinapp).lower()
 
 

@@ -23,8 +23,9 @@ from test_manifests import CRDS, KUBERNETES_VERSION, documents, strict
 # build cache.
 KUSTOMIZE = "sigs.k8s.io/kustomize/kustomize/v5@v5.7.1"
 SECRET = "dapr-spin-hello-api-token"
-# What kubernetes/base/spinapp.yaml marks "dev loop", and what production sets back.
-DEV_LOOP_ANNOTATIONS = ["dapr.io/enable-api-logging", "dapr.io/graceful-shutdown-seconds"]
+SIDECAR = "dapr-spin-hello-dapr"
+# What kubernetes/base marks "dev loop", and what production sets back.
+DEV_LOOP_ANNOTATIONS = ["dapr.io/enable-api-logging"]
 DEV_LOOP_READINESS = ["initialDelaySeconds", "periodSeconds"]
 
 
@@ -45,6 +46,18 @@ def rendered():
 def spinapp(rendered):
     [app] = [doc for doc in rendered if doc["kind"] == "SpinApp"]
     return app["spec"]
+
+
+@pytest.fixture(scope="module")
+def sidecar(rendered):
+    """The app's daprd Deployment (kubernetes/base/dapr-sidecar.yaml), as rendered."""
+    [deployment] = [doc for doc in rendered if doc["kind"] == "Deployment" and doc["metadata"]["name"] == SIDECAR]
+    return deployment["spec"]
+
+
+def base_sidecar():
+    [deployment] = [doc for _, doc in documents() if doc["kind"] == "Deployment" and doc["metadata"]["name"] == SIDECAR]
+    return deployment["spec"]
 
 
 def injector_source(name):
@@ -71,31 +84,37 @@ def test_rendered_objects_validate(rendered):
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-def test_two_replicas_and_the_dev_loop_settings_set_back(spinapp):
-    assert spinapp["replicas"] >= 2
+def test_two_replicas_and_the_dev_loop_settings_set_back(spinapp, sidecar):
+    assert spinapp["replicas"] >= 2 and sidecar["replicas"] >= 2
+    annotations = sidecar["template"]["metadata"]["annotations"]
     for annotation in DEV_LOOP_ANNOTATIONS:
-        assert annotation not in spinapp["podAnnotations"], annotation
+        assert annotation not in annotations, annotation
     readiness = spinapp["checks"]["readiness"]
     assert readiness["httpGet"]["path"] == "/readyz"
     for setting in DEV_LOOP_READINESS:
         assert setting not in readiness, setting
     # The rest of the sidecar's settings stay.
-    [base] = [doc["spec"] for _, doc in documents() if doc["kind"] == "SpinApp"]
-    kept = {k: v for k, v in base["podAnnotations"].items() if k not in DEV_LOOP_ANNOTATIONS}
-    assert kept.items() <= spinapp["podAnnotations"].items()
+    base = base_sidecar()["template"]["metadata"]["annotations"]
+    kept = {k: v for k, v in base.items() if k not in DEV_LOOP_ANNOTATIONS}
+    assert kept.items() <= annotations.items()
 
 
-def test_the_dev_loop_marks_are_the_ones_set_back():
-    # The settings under kubernetes/base/spinapp.yaml's "Dev loop" comments are the ones above.
+def dev_loop_marks(path):
+    """The settings under a manifest's "Dev loop" comments."""
     marked, pending = [], False
-    for line in (REPO / "kubernetes/base/spinapp.yaml").read_text().splitlines():
+    for line in (REPO / path).read_text().splitlines():
         line = line.strip()
         if line.startswith("#"):
             pending = pending or "Dev loop" in line
         elif pending:
             marked.append(line.split(":")[0])
             pending = False
-    assert marked == [*DEV_LOOP_ANNOTATIONS, "readiness"]
+    return marked
+
+
+def test_the_dev_loop_marks_are_the_ones_set_back():
+    assert dev_loop_marks("kubernetes/base/spinapp.yaml") == ["readiness"]
+    assert dev_loop_marks("kubernetes/base/dapr-sidecar.yaml") == DEV_LOOP_ANNOTATIONS
 
 
 def test_the_image_is_a_registry_reference(spinapp):
@@ -103,11 +122,11 @@ def test_the_image_is_a_registry_reference(spinapp):
     assert image != "dapr-spin-hello" and "/" in image and ":" in image.rsplit("/", 1)[1], image
 
 
-def test_daprd_takes_both_tokens_from_the_secret(spinapp):
+def test_daprd_takes_both_tokens_from_the_secret(sidecar):
     annotations = injector_source("annotations/annotations.go")
     for constant in ("KeyAPITokenSecret", "KeyAppTokenSecret"):
         name = re.search(rf'{constant}\s*=\s*"([^"]+)"', annotations).group(1)
-        assert spinapp["podAnnotations"][name] == SECRET, name
+        assert sidecar["template"]["metadata"]["annotations"][name] == SECRET, name
 
 
 def test_the_app_takes_the_same_tokens_as_spin_variables(spinapp):
@@ -117,14 +136,20 @@ def test_the_app_takes_the_same_tokens_as_spin_variables(spinapp):
     assert keys == {"token"}, keys
     manifest = tomllib.loads((REPO / "spin.toml").read_text())
     secret_variables = {name for name, v in manifest["variables"].items() if v.get("secret")}
-    variables = {v["name"]: v for v in spinapp["variables"]}
+    variables = {v["name"]: v for v in spinapp["variables"] if v["name"] != "dapr_http_host"}
     assert set(variables) == secret_variables == {"dapr_api_token", "app_api_token"}
     for variable in variables.values():
         assert "value" not in variable, variable
         assert variable["valueFrom"] == {"secretKeyRef": {"name": SECRET, "key": "token"}}
 
 
+def test_the_overlay_keeps_the_sidecars_address(spinapp):
+    # A patch replaces the SpinApp's whole variables list, so the overlay names the address too.
+    [base] = [doc["spec"] for _, doc in documents() if doc["kind"] == "SpinApp"]
+    assert [v for v in spinapp["variables"] if v["name"] == "dapr_http_host"] == base["variables"]
+
+
 def test_the_dev_loop_runs_without_tokens():
     [base] = [doc["spec"] for _, doc in documents() if doc["kind"] == "SpinApp"]
-    assert "variables" not in base
-    assert not any("token" in k for k in base["podAnnotations"])
+    assert [v["name"] for v in base["variables"]] == ["dapr_http_host"]
+    assert not any("token" in k for k in base_sidecar()["template"]["metadata"]["annotations"])

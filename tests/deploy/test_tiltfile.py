@@ -11,7 +11,7 @@ from deploy_helpers import REPO, spin_sources
 
 IMAGE_CONTEXT = str(REPO / "target/image")
 DOCKERFILE = (REPO / "kubernetes/image/Dockerfile").read_text()
-CLUSTER_RESOURCES = {"wasm", "redis", "dapr-components", "dapr-spin-hello", "dapr-dashboard"}
+CLUSTER_RESOURCES = {"wasm", "redis", "dapr-components", "dapr-spin-hello-dapr", "dapr-spin-hello", "dapr-dashboard"}
 LOCAL_RESOURCES = {"wasm", "redis", "daprd", "app", "smoke"}
 
 
@@ -44,6 +44,10 @@ def assert_cluster_resources(result, context):
     components = result.deploy("dapr-components")["yaml"]
     assert all(f"name: {name}" in components for name in ("statestore", "pubsub", "outbox"))
     assert "kind: Resiliency" in components
+    # The app's daprd in a pod of its own, which the app does not wait for (it turns ready only
+    # once it reaches the app).
+    assert "kind: Deployment" in result.deploy("dapr-spin-hello-dapr")["yaml"]
+    assert result.deps("dapr-spin-hello-dapr") == {"redis", "dapr-components"}
 
     # The build stages the image context after cargo, on every change to the sources.
     wasm = result.deploy("wasm")
@@ -59,6 +63,7 @@ def assert_cluster_resources(result, context):
     assert result.labels("wasm") == {"build"}
     assert result.labels("redis") == {"infra"}
     assert result.labels("dapr-components") == {"dapr"}
+    assert result.labels("dapr-spin-hello-dapr") == {"dapr"}
     assert result.labels("dapr-dashboard") == {"dapr"}
 
 
@@ -98,19 +103,21 @@ def test_rancher_desktop_builds_with_nerdctl(tiltfile):
     assert_nerdctl_build(result)
 
 
-def test_sim_cluster_names_the_build_by_its_digest(tiltfile):
-    # scripts/cluster.sh up --sim: no node, so no engine builds and nothing is pushed; the
-    # reference is the staged context's digest, which Tilt writes into the SpinApp.
+def test_sim_cluster_imports_the_image_into_its_node(tiltfile):
+    # scripts/cluster.sh up --sim: no registry and no engine on the node, so the image is an OCI
+    # archive imported into the node's containerd, named as the kubelet asks for Tilt's ref.
     result = tiltfile(context="sim-dapr-spin-hello")
     assert set(result.manifests) == CLUSTER_RESOURCES - {"dapr-dashboard"}
-    assert result.deploy("dapr-spin-hello")["imageMaps"] == ["dapr-spin-hello"]
-    # A simulated pod runs nothing: no port forward, no link to one.
-    assert result.deploy("dapr-spin-hello").get("portForwardTemplateSpec") is None
+    app = result.deploy("dapr-spin-hello")
+    assert app["imageMaps"] == ["dapr-spin-hello"]
+    assert app["portForwardTemplateSpec"]["forwards"] == [
+        {"localPort": 8000, "containerPort": 80, "host": "localhost"}
+    ]
+    assert {link["URL"]["Host"] for link in app["Links"]} == {"localhost:8000"}
     details = image_target(result)["BuildDetails"]
     assert details["outputMode"] == "remote" and details["Deps"] == [IMAGE_CONTEXT]
-    assert details["outputsImageRefTo"] == str(REPO / "target/sim-image-ref")
-    command = details["args"][-1]
-    assert command.startswith('echo "dapr-spin-hello:sim-$(cat target/image/spin.toml target/image/target/wasm32-wasip2/')
+    assert details["args"][-1] == ("python3 scripts/cluster/oci_image.py app $EXPECTED_REF target/image "
+                                   "target/sim-image.tar && scripts/cluster.sh import --sim target/sim-image.tar")
     assert result.deps("dapr-spin-hello") == {"wasm", "redis", "dapr-components"}
 
 
