@@ -318,7 +318,7 @@ import_image() {
   pick_target --sim
   node_holder_alive || die "no simulated cluster runs ($SIM_DIR): scripts/cluster.sh up --sim"
   node_inside || node_enter "$repo/scripts/cluster.sh" import "$@"
-  node_ctr images import "$2"
+  node_import "$2"
 }
 
 status() {
@@ -350,7 +350,7 @@ usage="usage: scripts/cluster.sh up|down|status|doctor [--kind|--k3d|--rancher|-
        scripts/cluster.sh exec --sim -- COMMAND [ARGS...]"
 case ${1:-} in
   exec) shift; exec_in "$@" ;;
-  import) shift; import_image "$@" ;;
+  import) shift; import_image "$@"; exit ;;
 esac
 [ $# -le 2 ] || die "$usage"
 case ${1:-} in

@@ -166,6 +166,13 @@ EOF
 
 node_ctr() { "$sim_bin_ctr" --address "$SIM_DIR/containerd/containerd.sock" --namespace k8s.io "$@"; }
 
+# An OCI image archive into the node's containerd (ctr warns of cgroup v1 on every call; that
+# says nothing about the import).
+node_import() {
+  node_ctr images import "$1" 2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2) >/dev/null \
+    || die "importing the image archive $1 into the node failed"
+}
+
 # The images the node's pods name (scripts/cluster/oci_image.py, which keeps them in the tools
 # cache), imported into containerd. Nothing is pulled: every pod's pull policy is IfNotPresent.
 node_images() {
@@ -175,9 +182,7 @@ node_images() {
     || die "cannot build the pause image's program: gcc with static glibc (libc6-dev) is needed"
   for name in pause daprd sentry injector operator redis; do
     python3 "$repo/scripts/cluster/oci_image.py" "$name" "$images/$name.tar" "$images/pause"
-    # ctr warns of cgroup v1 on every call; that says nothing about the import.
-    node_ctr images import "$images/$name.tar" 2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2) >/dev/null \
-      || die "importing the $name image failed"
+    node_import "$images/$name.tar"
   done
   ok "images imported: $(node_ctr images list -q | grep -v '^sha256:' | paste -sd' ' -)"
 }

@@ -142,7 +142,8 @@ sim_etcd() {
 }
 
 # On every address of the namespace: the processes call 127.0.0.1, the pods the `kubernetes`
-# Service, whose endpoint is the node's IP.
+# Service, whose endpoint is the node's IP. It reaches the kubelet (logs, exec, port-forward)
+# at the node's IP, since no DNS knows the node's name.
 sim_apiserver() {
   local pki=$SIM_DIR/pki
   sim_start kube-apiserver "$sim_bin_kube_apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -151,7 +152,8 @@ sim_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC --allow-privileged=true --profiling=false \
-    --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key"
+    --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+    --kubelet-preferred-address-types InternalIP
   sim_wait kube-apiserver 120 context_answers
 }
 
