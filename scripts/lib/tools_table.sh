@@ -101,7 +101,7 @@ installed_version() {
   case $1 in
     tilt) "$2" version ;;   # v0.37.1, built 2025-...
     *) "$2" --version ;;    # spin 3.6.3 (...) · 1.18.1 · wasmtime 48.0.8 (...) · Redis server v=7.0.15 ...
-  esac 2>/dev/null | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -1 || true
+  esac 2>/dev/null | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | sed -n 1p || true
 }
 
 # installed_ok TOOL PATH: whether the tool at PATH is TOOL's min or newer. Sets installed to the
