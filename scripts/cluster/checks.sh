@@ -31,9 +31,9 @@ check() {
   fi
 }
 
-have() { command -v "$1" >/dev/null; }
-# shellcheck source=../lib/version.sh
-. "$repo/scripts/lib/version.sh"
+# have, version_at_least, and the table of tools (Tilt's minimum, as the local loop reads it).
+# shellcheck source=../lib/tools_table.sh
+. "$repo/scripts/lib/tools_table.sh"
 
 # The engines k3d, kind and Rancher Desktop need: the CLI alone is not enough.
 docker_engine() { local v; v=$(docker info --format '{{.ServerVersion}}') && [ -n "$v" ] && echo "Docker Engine $v answers"; }
@@ -208,14 +208,13 @@ app_sidecar() {
 # Tilt: the version the Tiltfile is tested with (its tools module's), or newer. An older one is
 # only a warning: scripts/dev.sh --cluster then builds and runs that version instead.
 tilt_check() {
-  local min version
+  local min installed
   if ! have tilt; then problem tilt 1 "missing: https://docs.tilt.dev/install.html, or scripts/tools.sh tilt"; return 0; fi
-  min=$(go_mod_version tilt github.com/tilt-dev/tilt | sed -n 's/^v\([0-9]*\.[0-9]*\).*/\1/p')
-  version=$(tilt version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | sed -n 1p || true)
-  if [ -n "$version" ] && version_at_least "$version" "$min"; then
+  if installed_ok tilt tilt; then
     found tilt "$(tilt version 2>/dev/null | sed -n 1p)"
   else
-    problem tilt 0 "${version:-its version unknown}, older than $min, the Tilt the Tiltfile is tested with: https://docs.tilt.dev/install.html (scripts/dev.sh --cluster builds and uses $min meanwhile)"
+    min=$(tool_min tilt)
+    problem tilt 0 "${installed:-its version unknown}, older than $min, the Tilt the Tiltfile is tested with: https://docs.tilt.dev/install.html (scripts/dev.sh --cluster builds and uses $min meanwhile)"
   fi
 }
 

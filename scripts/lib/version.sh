@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by scripts/tools.sh and scripts/cluster/checks.sh: the pinned versions of the Go-built
-# tools, and whether an installed tool is new enough.
+# Sourced by scripts/lib/tools_table.sh: reading a pin from a tools module's go.mod, and
+# comparing versions (whether an installed tool is new enough).
 
 # go_mod_version TOOL MODULE: the version of MODULE that scripts/tools/TOOL/go.mod requires.
 go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }

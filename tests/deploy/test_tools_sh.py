@@ -197,3 +197,91 @@ def test_local_daprd_on_another_redis_port_reuses_one_folder(tmp_path):
         assert not os.listdir(tmp)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- item: one table of tools (scripts/lib/tools_table.sh), read by tools.sh and the doctor
+
+TABLE = REPO / "scripts/lib/tools_table.sh"
+
+
+def table_rows():
+    """{tool: [tool, pin, min, build, key, binary, hint]} as the table writes them."""
+    body = TABLE.read_text().split("<<'EOF'", 1)[1].split("\nEOF\n", 1)[0]
+    return {row[0]: row for row in (line.split(None, 6) for line in body.splitlines()[1:])
+            if row and not row[0].startswith("#")}
+
+
+def table(*calls):
+    """What each shell call prints in a bash that sourced the table (with -u, as tools.sh runs)."""
+    script = "set -euo pipefail; repo=$PWD; . scripts/lib/tools_table.sh; " + "; ".join(calls)
+    p = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    return p.stdout.splitlines()
+
+
+def go_mod_pin(directory, module):
+    return re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (\S+)", (REPO / f"scripts/tools/{directory}/go.mod").read_text(), re.M).group(1)
+
+
+def test_every_tool_built_from_source_has_one_recipe_and_every_recipe_a_line():
+    rows = table_rows()
+    built = {tool.replace("-", "_") for tool, row in rows.items() if row[3] != "-"}
+    # build_needs and build_pinned are tools.sh's own, not recipes.
+    recipes = set(re.findall(r"^build_(\w+)\(\) \{", (REPO / "scripts/tools.sh").read_text(), re.M)) - {"needs", "pinned"}
+    assert sorted(recipes) == sorted(built)
+    assert {row[3] for row in rows.values()} == {"cargo", "go", "-"}
+
+
+def test_the_pins_are_the_tools_modules_and_name_the_cache_folders():
+    rows = table_rows()
+    from_go_mod = {tool: go_mod_pin(*row[1].split(":", 1)) for tool, row in rows.items() if ":" in row[1]}
+    assert set(from_go_mod) == {"daprd", "tilt", "etcd", "kube", "containerd", "coredns", "helm", "spin-operator",
+                                "dapr-control-plane"}
+    assert table(*(f"tool_pin {tool}" for tool in from_go_mod)) == list(from_go_mod.values())
+    # Dapr's control plane is the same Dapr as daprd.
+    assert from_go_mod["dapr-control-plane"] == from_go_mod["daprd"]
+    # Each binary the simulated cluster starts is in its tool's folder, TOOL-PIN[-HASH].
+    out = subprocess.run(["scripts/tools.sh", "sim-paths"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    folders = {os.path.basename(os.path.dirname(path)) for name, path in (line.split() for line in out.splitlines()) if name != "cni"}
+    for tool in set(from_go_mod) - {"tilt"}:
+        assert [f for f in folders if re.fullmatch(rf"{re.escape(tool)}-{re.escape(from_go_mod[tool])}(-[0-9a-f]{{8}})?", f)], (tool, folders)
+
+
+def test_the_minimum_versions_follow_the_pins():
+    dapr = go_mod_pin("daprd", "github.com/dapr/dapr").lstrip("v").split(".")
+    tilt = go_mod_pin("tilt", "github.com/tilt-dev/tilt").lstrip("v").split(".")
+    wasmtime = table_rows()["wasmtime"][1].split(".")
+    expected = {"daprd": f"{dapr[0]}.{int(dapr[1]) - 2}",  # Dapr supports its newest three minor versions
+                "tilt": ".".join(tilt[:2]), "wasmtime": wasmtime[0], "spin": "3.6", "redis-server": "5", "etcd": "-"}
+    assert table(*(f"tool_min {tool}" for tool in expected)) == list(expected.values())
+
+
+def test_wasmtimes_hint_is_spins_with_its_minimum():
+    [wasmtime, spin] = table("tool_hint wasmtime", "tool_hint spin")
+    assert wasmtime == spin and spin.startswith("install Spin 3.6 or newer: curl -fsSL https://spinframework.dev/")
+
+
+@pytest.mark.parametrize("minor_offset, taken", [(0, True), (-1, False)], ids=["the tested minor", "one older"])
+def test_an_installed_tilt_is_taken_from_the_tested_minor_on(machine, minor_offset, taken):
+    major, minor = table("tool_min tilt")[0].split(".")
+    version = f"{major}.{int(minor) + minor_offset}.0"
+    machine.stand_in("tilt", f'echo "v{version}, built 2026-01-01"')
+    p = machine.tools_sh("path", "tilt")
+    if taken:
+        assert p.returncode == 0 and p.stdout == f"{machine.bin}/tilt\n", p.stderr
+    else:
+        assert p.returncode == 1 and p.stdout == "", p.stdout
+        assert f"not using tilt {version} at {machine.bin}/tilt: the local loop needs {major}.{minor} or newer" in p.stderr
+
+
+def test_path_of_a_tool_not_in_the_table_names_the_table(machine):
+    p = machine.tools_sh("path", "kubectl")
+    assert p.returncode == 2 and "no tool 'kubectl' in the table of tools" in p.stderr and " daprd " in p.stderr, p.stderr
+
+
+def test_one_have_and_the_pins_read_only_through_the_table():
+    files = subprocess.run(["git", "ls-files", "scripts"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    texts = {f: (REPO / f).read_text(errors="replace") for f in files if f.endswith(".sh")}
+    assert [f for f, text in texts.items() if re.search(r"^\s*have\(\)", text, re.M)] == ["scripts/lib/tools_table.sh"]
+    # go_mod_version is defined in lib/version.sh; only the table's tool_pin calls it.
+    assert [f for f, text in texts.items() if re.search(r"\bgo_mod_version +[\"$]", text)] == ["scripts/lib/tools_table.sh"]
