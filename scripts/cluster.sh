@@ -18,14 +18,21 @@
 # upstream SpinKube documents.
 # `up` first runs the same preflight as `doctor` for its cluster and changes nothing when it
 # fails. Every later step is a create-if-missing, `kubectl apply` or `helm upgrade --install`,
-# so `up` can run again. Versions: scripts/versions.env; Dapr's: scripts/tools/daprd/go.mod.
+# so `up` can run again. Versions: scripts/versions.env; Dapr's and spin-operator's: their
+# modules under scripts/tools/.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=versions.env
 . "$repo/scripts/versions.env"
-# Same Dapr as the tests' daprd; the Helm chart's version drops the leading v.
-DAPR_VERSION=$(awk '$1 == "github.com/dapr/dapr" {sub(/^v/, "", $2); print $2; exit}' "$repo/scripts/tools/daprd/go.mod")
+# shellcheck source-path=SCRIPTDIR source=lib/tools_table.sh
+. "$repo/scripts/lib/tools_table.sh"
+# The same Dapr as the tests' daprd, and the same spin-operator as the simulated cluster's,
+# from their tools modules; the Helm charts' versions drop the leading v.
+DAPR_VERSION=$(tool_pin daprd)
+DAPR_VERSION=${DAPR_VERSION#v}
+SPIN_OPERATOR_VERSION=$(tool_pin spin-operator)
+SPIN_OPERATOR_VERSION=${SPIN_OPERATOR_VERSION#v}
 
 CLUSTER=dapr-spin-hello
 RANCHER_CONTEXT=rancher-desktop

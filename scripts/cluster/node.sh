@@ -181,7 +181,7 @@ node_images() {
   [ -x "$images/pause" ] || gcc -static -Os -s -o "$images/pause" "$repo/scripts/cluster/pause.c" \
     || die "cannot build the pause image's program: gcc with static glibc (libc6-dev) is needed"
   for name in pause daprd sentry injector operator redis; do
-    python3 "$repo/scripts/cluster/oci_image.py" "$name" "$images/$name.tar" "$images/pause"
+    DAPR_VERSION=$DAPR_VERSION python3 "$repo/scripts/cluster/oci_image.py" "$name" "$images/$name.tar" "$images/pause"
     node_import "$images/$name.tar"
   done
   ok "images imported: $(node_ctr images list -q | grep -v '^sha256:' | paste -sd' ' -)"

@@ -114,10 +114,10 @@ def write_archive(out, ref, files, entrypoint=None, cmd=None, user=None):
 
 
 def dapr_version():
-    for line in (REPO / "scripts/tools/daprd/go.mod").read_text().splitlines():
-        if line.strip().startswith("github.com/dapr/dapr "):
-            return line.split()[1].lstrip("v")
-    raise SystemExit("oci_image.py: no github.com/dapr/dapr in scripts/tools/daprd/go.mod")
+    """The Dapr version cluster.sh installs (DAPR_VERSION, from the daprd tools module)."""
+    if not (version := os.environ.get("DAPR_VERSION")):
+        raise SystemExit("oci_image.py: DAPR_VERSION is not set (scripts/cluster.sh sets it)")
+    return version
 
 
 def redis_tag():
@@ -138,11 +138,10 @@ def node_image_contents(name, pause_binary):
     """(reference, files, entrypoint, user) of the image `name` (NODE_IMAGES), as upstream
     publishes it."""
     tools = tool_paths()
-    version = dapr_version()
     if name == "pause":
         return "registry.k8s.io/pause:3.10", {"/pause": pause_binary}, ["/pause"], None
     if name == "daprd" or name in DAPR_CONTROL_PLANE:
-        return f"ghcr.io/dapr/{name}:{version}", program(tools[name], f"/{name}"), [f"/{name}"], NONROOT
+        return f"ghcr.io/dapr/{name}:{dapr_version()}", program(tools[name], f"/{name}"), [f"/{name}"], NONROOT
     if name == "redis":
         # The official image builds Redis with protected mode off, so that a pod's peers may
         # connect; Debian's package keeps it on.

@@ -29,13 +29,16 @@ def cargo_wasm_path():
 
 
 def pinned_versions():
-    """scripts/versions.env as a dict, plus DAPR: the Dapr version pinned by the daprd tools
-    module's go.mod (the one cluster.sh installs), without its leading v."""
+    """scripts/versions.env as a dict, plus the versions the tools modules pin (the ones
+    cluster.sh installs), without their leading v: DAPR (and its COMPONENTS_CONTRIB) and
+    SPIN_OPERATOR_VERSION."""
     versions = dict(line.split("=", 1) for line in (REPO / "scripts/versions.env").read_text().splitlines()
                     if line and not line.startswith("#"))
     go_mod = (REPO / "scripts/tools/daprd/go.mod").read_text()
     versions["DAPR"] = re.search(r"^\s*github\.com/dapr/dapr v(\S+)", go_mod, re.M).group(1)
     versions["COMPONENTS_CONTRIB"] = re.search(r"^\s*github\.com/dapr/components-contrib v(\S+)", go_mod, re.M).group(1)
+    operator = (REPO / "scripts/tools/spin-operator/go.mod").read_text()
+    versions["SPIN_OPERATOR_VERSION"] = re.search(r"^\s*github\.com/spinkube/spin-operator v(\S+)", operator, re.M).group(1)
     return versions
 
 

@@ -153,7 +153,7 @@ def test_operator_webhook_refuses_an_unknown_executor(sim):
 
 
 def test_redis_runs_under_runc(deployed):
-    pod = one_ready_pod(deployed, "app=redis")
+    pod = one_ready_pod(deployed, "app.kubernetes.io/name=redis")
     assert pod["spec"].get("runtimeClassName") is None
     assert deployed.kubectl("exec", pod["metadata"]["name"], "--", "redis-cli", "ping").stdout.strip() == "PONG"
 

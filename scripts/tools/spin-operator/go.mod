@@ -1,7 +1,7 @@
 // Builds spin-operator's manager (cmd/main.go) for the simulated cluster (scripts/cluster.sh
 // up --sim; scripts/tools.sh sim). The proxy serves it under its first module path,
-// github.com/spinkube/spin-operator. Its version must be scripts/versions.env's
-// SPIN_OPERATOR_VERSION, the one the real clusters install (tests/deploy/test_sim.py).
+// github.com/spinkube/spin-operator. Its version is also the one scripts/cluster.sh installs
+// on the real clusters.
 module dapr-spin-hello/tools/spin-operator
 
 go 1.24.3
