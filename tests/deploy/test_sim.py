@@ -73,10 +73,18 @@ def served(deployed, tmp_path_factory):
     crate = tmp_path_factory.mktemp("crate") / "repo"
     copy_repo(crate)
     log = crate.parent / "tilt.log"
+    before = app_image(deployed)
     tilt = TiltUp(deployed, crate, log)
     try:
-        deployed.wait("the app answering GET / through Tilt's port-forward",
-                      lambda: deployed.curl("http://localhost:8000/")[0] == 200, timeout=300)
+        deployed.wait("tilt up deploying the copy's build", lambda: app_image(deployed) != before, timeout=300)
+        image = app_image(deployed)
+
+        def only_the_new_pod():
+            pods = deployed.ready_pods(APP_SELECTOR)
+            return len(pods) == 1 and containers(pods[0])[APP]["image"] == image
+        deployed.wait(f"the app's one Ready pod running {image}", only_the_new_pod, timeout=300)
+        deployed.wait("the app answering GET / through Tilt's port-forward, three times running",
+                      lambda: all(deployed.curl("http://localhost:8000/")[0] == 200 for _ in range(3)), timeout=120)
         deployed.crate, deployed.tilt_log = crate, log
         yield deployed
     finally:
@@ -271,14 +279,16 @@ def test_spin_variables_move_the_sidecars_address_under_the_shims_spin(served):
                spinapp("refused", {"dapr_http_endpoint": "http://dapr-alias:3600"})]
     served.kubectl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(o) for o in objects))
     try:
-        for name, want in (("moved", 200), ("refused", 500)):
-            pod = served.wait(f"a running pod of {name}", lambda n=name: [
-                p for p in served.get("pods", "-l", f"core.spinkube.dev/app-name={n}")["items"]
+        ips = {}
+        for name in ("moved", "refused"):
+            ips[name] = served.wait(f"a running pod of {name}", lambda n=name: [
+                p["status"]["podIP"] for p in served.get("pods", "-l", f"core.spinkube.dev/app-name={n}")["items"]
                 if p["status"].get("podIP") and p["status"].get("phase") == "Running"], timeout=120)[0]
-            url = f"http://{pod['status']['podIP']}/readyz"
-            served.wait(f"{name}'s /readyz answering {want}", lambda u=url, w=want: served.curl(u)[0] == w, timeout=60)
-        status, body = served.curl(url)
-        assert "allowed_outbound_hosts" in body, body
+        served.wait("moved's /readyz answering 200", lambda: served.curl(f"http://{ips['moved']}/readyz")[0] == 200,
+                    timeout=60)
+        served.wait("refused's Spin answering", lambda: served.curl(f"http://{ips['refused']}/")[0] == 200, timeout=60)
+        status, body = served.curl(f"http://{ips['refused']}/messages/ann")
+        assert status == 500 and "allowed_outbound_hosts" in body, (status, body)
     finally:
         served.kubectl("delete", "spinapp", "moved", "refused", "--wait=false", check=False)
         served.kubectl("delete", "service", "dapr-alias", "--wait=false", check=False)
@@ -325,13 +335,23 @@ def test_production_overlay_runs_two_replicas_with_tokens(served):
 
 
 def test_a_save_under_tilt_up_serves_the_new_greeting(served):
+    # Requests keep coming while the new pod replaces the old: each POST is answered 201 by
+    # one pod or the other, or fails while Tilt moves its port-forward (Tilt follows the new
+    # pod once it runs, before it is Ready), and a retry then succeeds. No other answer.
     text = f"Hello from the node, {time.time_ns()}!"
+    expected = json.dumps({"message": text}, separators=(",", ":"))
     set_greeting(served.crate, text)
     saved = time.monotonic()
-    served.wait("the new greeting through Tilt's port-forward",
-                lambda: served.curl("http://localhost:8000/")[1] == json.dumps({"message": text}, separators=(",", ":")),
-                timeout=300)
-    print(f"save to the new greeting served: {time.monotonic() - saved:.1f} s")
+    answers, user = [], f"switch-{time.time_ns()}"
+    deadline = saved + 300
+    while served.curl("http://localhost:8000/")[1] != expected:
+        assert time.monotonic() < deadline, "no new greeting within 300 s of the save"
+        answers.append(served.curl(f"http://localhost:8000/messages?user_id={user}&message=m{len(answers)}",
+                                   "-X", "POST")[0])
+    print(f"save to the new greeting served: {time.monotonic() - saved:.1f} s; POSTs meanwhile: "
+          f"{ {a: answers.count(a) for a in set(answers)} } (0: no answer through the forward)")
+    assert set(answers) <= {201, 503, 0}, answers
+    assert served.curl(f"http://localhost:8000/messages?user_id={user}&message=after", "-X", "POST")[0] == 201
     # The app's pod was replaced; its daprd's pod was not.
     one_ready_pod(served, SIDECAR_SELECTOR)
 
