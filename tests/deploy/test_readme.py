@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -36,13 +35,12 @@ import time
 import pytest
 
 from deploy_helpers import REPO
+from test_laptop import DevLoop
 
 README = REPO / "README.md"
 STEPS = ["dev", "curls", "edit", "reload"]
 PORT_VARIABLES = ["APP_PORT", "DAPR_HTTP_PORT", "DAPR_GRPC_PORT", "DAPR_METRICS_PORT", "REDIS_PORT", "TILT_PORT"]
 NEW_GREETING = "Hello from the README's own test!"
-# tools.sh's line for a tool it builds from source ("tools: daprd 1.18.1 building from source ...").
-SOURCE_BUILD = re.compile(r"^tools: \S+ +\S+ +(building|built) ", re.M)
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 
@@ -119,43 +117,15 @@ def fresh_clone(dest):
             target.unlink()
 
 
-class Background:
-    """A shell command in the background, in its own session, its output collected."""
+class Background(DevLoop):
+    """test_laptop's DevLoop (output collected, fails on a source build or an early exit,
+    stopped with SIGINT as Tilt expects), for a README command run in the clone."""
 
     def __init__(self, command, cwd, env):
         self.lines = []
         self.proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self):
-        return "\n".join(self.lines[-200:])
-
-    def wait_until(self, what, ready, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            result = ready()
-            if result:
-                return result
-            assert not SOURCE_BUILD.search("\n".join(self.lines)), f"a source build started:\n{self.output}"
-            assert self.proc.poll() is None, f"the dev step exited {self.proc.returncode} before {what}:\n{self.output}"
-            assert time.monotonic() < deadline, f"no {what} within {timeout} s:\n{self.output}"
-            time.sleep(0.5)
-
-    def stop(self):
-        # dev.sh execs Tilt; on SIGINT Tilt stops what it started (Redis, daprd, the app).
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 def shell(command, cwd, env):
@@ -218,9 +188,11 @@ def test_the_quick_start_runs_as_written(tmp_path):
 
         # reload: the README's curl, until the new greeting answers.
         [(command, _)] = commands_with_answers(steps["reload"][0])
+
         def reloaded():
             code, out = shell(on_port(command, app_port), clone, env)
             return code == 0 and NEW_GREETING in out and json.loads(out) == {"message": NEW_GREETING}
+
         started = time.monotonic()
         dev.wait_until("new greeting", reloaded, timeout=300)
         print(f"README quick start: the new greeting answered {time.monotonic() - started:.1f} s after the save")
