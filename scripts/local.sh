@@ -14,6 +14,8 @@
 #
 # Every port moves with its variable, here and in the Tiltfile (APP_PORT=8001 scripts/dev.sh):
 # APP_PORT 8000, DAPR_HTTP_PORT 3500, DAPR_GRPC_PORT 50001, DAPR_METRICS_PORT 9090, REDIS_PORT 6379.
+# The command lines also read APP_ID (dapr-spin-hello), WASMTIME_INSTANCE_REUSE (128) and
+# DAPR_INTERNAL_GRPC_PORT (unset: daprd picks one).
 # The app's settings are Spin variables, SPIN_VARIABLE_<NAME>, under either host (README); the
 # tokens also go to daprd: SPIN_VARIABLE_DAPR_API_TOKEN as its DAPR_API_TOKEN, and
 # SPIN_VARIABLE_APP_API_TOKEN as its APP_API_TOKEN.
@@ -209,7 +211,7 @@ case ${1:-} in
     echo "smoke: ok"
     ;;
   *)
-    sed -n '2,21p' "$0" >&2
+    sed -n '2,22p' "$0" >&2
     exit 2
     ;;
 esac
