@@ -197,19 +197,34 @@ def load():
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
+def stack_command(name, *args, **settings):
+    """The command line `scripts/local.sh NAME` runs (redis, daprd, app), for args and these
+    settings of local.sh's variables (REDIS_PORT=..., SPIN_VARIABLE_...=...), and for no
+    others: none leak in from this environment."""
+    done = subprocess.run([str(REPO / "scripts/local.sh"), "command", name, *map(str, args)], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], **{k: str(v) for k, v in settings.items()}}, check=False)
+    if done.returncode != 0:
+        raise StartError(f"scripts/local.sh command {name} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout.split("\n")[:-1]
+
+
+def app_cmd(host, file, port, variables=None, reuse=None, options=(), cores=None):
+    """The app under `host` (spin: `file` is its manifest; wasmtime: the component) on port, with
+    `variables` (SPIN_VARIABLE_*) named for wasmtime to pass on: run it with them in its
+    environment. Each wasmtime instance serves `reuse` requests, or one."""
+    return pinned(cores, stack_command("app", host, file, *options, APP_PORT=port, WASMTIME_INSTANCE_REUSE=reuse or "",
+                                       **(variables or {})))
+
+
 def daprd_cmd(app_id, app_port, dapr_port, resources, cores=None):
     """A daprd for the app on app_port, its HTTP API on dapr_port, other ports free ones."""
-    return pinned(cores, [
-        "daprd", "--app-id", app_id, "--app-port", str(app_port), "--app-channel-address", "127.0.0.1",
-        "--dapr-http-port", str(dapr_port), "--dapr-grpc-port", str(free_port()),
-        "--dapr-internal-grpc-port", str(free_port()), "--metrics-port", str(free_port()),
-        "--dapr-listen-addresses", "127.0.0.1", "--resources-path", str(resources), "--log-level", "info",
-    ])
+    return pinned(cores, stack_command("daprd", resources, APP_ID=app_id, APP_PORT=app_port, DAPR_HTTP_PORT=dapr_port,
+                                       DAPR_GRPC_PORT=free_port(), DAPR_INTERNAL_GRPC_PORT=free_port(),
+                                       DAPR_METRICS_PORT=free_port()))
 
 
-def start_redis(procs, port, directory, cores=None, env=None):
+def start_redis(procs, port, cores=None, env=None):
     """An in-memory redis-server on port, ready when this returns; its process."""
-    proc = procs.start(f"redis-{port}", pinned(cores, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                               "--save", "", "--appendonly", "no", "--dir", str(directory)]), env=env)
+    proc = procs.start(f"redis-{port}", pinned(cores, stack_command("redis", REDIS_PORT=port)), env=env)
     procs.wait_for(f"redis on port {port}", lambda: port_busy(port), timeout=20)
     return proc

@@ -6,8 +6,8 @@ import shutil
 import time
 
 from fairness import LOAD_CORES, SERVER_CORES, SIDECAR_CORES, SPIN_WASMTIME_OPTIONS, pinned
-from harness import (BENCH, LOGS, OtherLoad, Processes, StartError, cpu_seconds, daprd_cmd, free_port, http, output, start_redis,
-                     wasmtime_component)
+from harness import (BENCH, LOGS, OtherLoad, Processes, StartError, app_cmd, cpu_seconds, daprd_cmd, free_port, http, output,
+                     start_redis, wasmtime_component)
 
 SEED_USERS = 64  # bench/wrk/scenario.lua reads these users in its mix
 REUSE = 128  # requests per instance in the instance-reuse rows, as scripts/local.sh serves
@@ -75,16 +75,14 @@ def the_apps(wasms, env):
     ]
     for db, app in enumerate(apps):
         app.update(db=db, port=free_port(), dapr=free_port())
-        address = f"127.0.0.1:{app['port']}"
         if app.get("host") == "wasmtime":
-            reuse = [f"--max-instance-reuse-count={app['reuse']}"] if app.get("reuse") else []
-            cmd = ["wasmtime", "serve", "-Scli", *SPIN_WASMTIME_OPTIONS, *reuse, "--addr", address,
-                   "--env", f"SPIN_VARIABLE_DAPR_HTTP_PORT={app['dapr']}", str(app["wasm"])]
+            app["env"] = {"SPIN_VARIABLE_DAPR_HTTP_PORT": str(app["dapr"])}
+            app["cmd"] = app_cmd("wasmtime", app["wasm"], app["port"], app["env"], app.get("reuse"), SPIN_WASMTIME_OPTIONS,
+                                 SERVER_CORES)
         elif app.get("host") == "spin":
-            cmd = ["spin", "up", "--from", str(spin_manifest(app["wasm"], app["dapr"])), "--listen", address]
+            app["cmd"] = app_cmd("spin", spin_manifest(app["wasm"], app["dapr"]), app["port"], cores=SERVER_CORES)
         else:
-            cmd = uvicorn + [str(app["port"])]
-        app["cmd"] = pinned(SERVER_CORES, cmd)
+            app["cmd"] = pinned(SERVER_CORES, uvicorn + [str(app["port"])])
     return apps
 
 
@@ -144,7 +142,7 @@ def request_path(wasms, env, args, checks):
     try:
         print("==> request path: redis, the apps, a daprd for each that calls one", flush=True)
         redis_port = free_port()
-        start_redis(procs, redis_port, LOGS, SIDECAR_CORES, env)
+        start_redis(procs, redis_port, SIDECAR_CORES, env)
         for app in apps:
             components = LOGS / f"components-{app['name']}"
             component_files(components, redis_port, app["db"])

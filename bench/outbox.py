@@ -83,8 +83,8 @@ class Sidecar:
         (self.dir / "components").mkdir()
         (self.dir / "components/components.yaml").write_text(
             components(self.state_port, self.pubsub_port, outbox_pubsub, concurrency))
-        start_redis(self.procs, self.state_port, self.dir)
-        self.pubsub_redis = start_redis(self.procs, self.pubsub_port, self.dir)
+        start_redis(self.procs, self.state_port)
+        self.pubsub_redis = start_redis(self.procs, self.pubsub_port)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", app_port), Subscriber)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.procs.start("daprd", daprd_cmd("outbox-bench", app_port, self.port, self.dir / "components"))

@@ -22,8 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fairness import LOAD_CORES, SERVER_CORES, SIDECAR_CORES, pinned
-from harness import REPO, Processes, daprd_cmd, free_port, http, start_redis, wasmtime_component
+from fairness import SERVER_CORES, SIDECAR_CORES
+from harness import REPO, Processes, app_cmd, daprd_cmd, free_port, http, start_redis, wasmtime_component
 
 SEQUENTIAL, CONCURRENT = 200, 50
 
@@ -81,12 +81,12 @@ def measure(label, wasm):
         components.mkdir()
         for name in ("statestore.yaml", "pubsub.yaml", "outbox.yaml", "resiliency.yaml"):
             (components / name).write_text((REPO / "scripts/dapr" / name).read_text().replace("localhost:6379", f"127.0.0.1:{redis_port}"))
-        start_redis(procs, redis_port, work, SIDECAR_CORES)
+        start_redis(procs, redis_port, SIDECAR_CORES)
         proxy = CountingProxy(dapr_port)
-        procs.start("wasmtime", pinned(SERVER_CORES, ["wasmtime", "serve", "-Scli", "--addr", f"127.0.0.1:{app_port}",
-                                                      "--env", f"SPIN_VARIABLE_DAPR_HTTP_ENDPOINT=http://127.0.0.1:{proxy.port}",
-                                                      "--env", "SPIN_VARIABLE_PUBSUB_TOPIC=not-message-updated",
-                                                      str(wasmtime_component(wasm, os.environ))]))
+        variables = {"SPIN_VARIABLE_DAPR_HTTP_ENDPOINT": f"http://127.0.0.1:{proxy.port}",
+                     "SPIN_VARIABLE_PUBSUB_TOPIC": "not-message-updated"}
+        procs.start("wasmtime", app_cmd("wasmtime", wasmtime_component(wasm, os.environ), app_port, variables, cores=SERVER_CORES),
+                    env={**os.environ, **variables})
         procs.wait_for("the component", lambda: http("GET", f"http://127.0.0.1:{app_port}/healthz")[0] == 200)
         procs.start("daprd", daprd_cmd("post-path", app_port, dapr_port, components, SIDECAR_CORES))
         procs.wait_for("the component to be ready", lambda: http("GET", f"http://127.0.0.1:{app_port}/readyz")[0] == 200)

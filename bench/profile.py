@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from builds import BUILD, WASM, ceiling_build
-from harness import LOGS, OUT, REPO, Processes, free_port, install_tools, port_busy, run, wasmtime_component
+from harness import LOGS, OUT, REPO, Processes, app_cmd, free_port, install_tools, port_busy, run, wasmtime_component
 
 PARTS = {"guest (wasm)": r"\[\?\?\?\]$", "wasmtime": r"/wasmtime\]?$", "libc": r"libc\.so"}
 INSTANTIATION = "instantiation"
@@ -42,7 +42,7 @@ def profile(name, wasm, count, env, procs, out_dir):
     """Instructions per request of `count` GET / after 50, by part."""
     port, out = free_port(), out_dir / f"callgrind.{name}"
     proc = procs.start(f"callgrind-{name}", ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                                             "wasmtime", "serve", "-Scli", "--addr", f"127.0.0.1:{port}", str(wasm)], env=env)
+                                             *app_cmd("wasmtime", wasm, port)], env=env)
     procs.wait_for(f"{name} under valgrind", lambda: port_busy(port), timeout=300)
     requests(port, 50)
     run(["callgrind_control", "--zero", str(proc.pid)], env=env, log=LOGS / "callgrind_control.log")

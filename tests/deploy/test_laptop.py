@@ -41,6 +41,7 @@ case ${{1:-}} in
     while [ $# -gt 0 ]; do
       case $1 in
         --listen) args+=(--addr "$2") ;;
+        --from) [ -f "$2" ] || {{ echo "spin stand-in: no manifest $2" >&2; exit 1; }} ;;
         *) echo "spin stand-in: unexpected argument $1" >&2; exit 2 ;;
       esac
       shift 2

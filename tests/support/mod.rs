@@ -1,9 +1,10 @@
 //! The real stack for the end-to-end tests: redis-server, daprd and `wasmtime serve`
 //! hosting the built component, each on free loopback ports, stopped when the `Stack`
-//! is dropped (also when a test fails). The binaries come from PATH; `scripts/test.sh`
-//! puts the cached ones there (`eval "$(scripts/tools.sh env)"`). wasmtime runs the
-//! component composed with scripts/wasmtime-adapter, which gives it its Spin variables
-//! from `SPIN_VARIABLE_*` env, as Spin would.
+//! is dropped (also when a test fails). Their command lines are the local loop's, from
+//! `scripts/local.sh command`; the binaries come from PATH, where `scripts/test.sh` puts
+//! the cached ones (`eval "$(scripts/tools.sh env)"`). wasmtime runs the component composed
+//! with scripts/wasmtime-adapter, which gives it its Spin variables from `SPIN_VARIABLE_*`
+//! env, as Spin would.
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
@@ -18,8 +19,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-const APP_ID: &str = "dapr-spin-hello";
 
 /// scripts/dapr/resiliency.yaml retries an event the app did not take 3 times, 1 s apart:
 /// a retried delivery shows up within this window, so a test can count deliveries.
@@ -84,25 +83,15 @@ struct Process {
 }
 
 impl Process {
-    fn start(name: &'static str, dir: &Path, program: &str, args: &[String]) -> Process {
-        Process::start_with_env(name, dir, program, args, &[])
-    }
-
-    fn start_with_env(
-        name: &'static str,
-        dir: &Path,
-        program: &str,
-        args: &[String],
-        env: &[(String, String)],
-    ) -> Process {
+    fn start(name: &'static str, dir: &Path, command: &[String], env: &[(String, String)]) -> Process {
         let log = dir.join(format!("{name}.log"));
         let out = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(program)
-            .args(args)
+        let child = Command::new(&command[0])
+            .args(&command[1..])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -110,7 +99,8 @@ impl Process {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start {program}: {e} (run scripts/tools.sh and eval \"$(scripts/tools.sh env)\")"
+                    "cannot start {}: {e} (run scripts/tools.sh and eval \"$(scripts/tools.sh env)\")",
+                    command[0]
                 )
             });
         Process { name, child, log }
@@ -137,7 +127,7 @@ pub struct Stack {
     pub pubsub_redis_port: u16,
     pub dapr_http_port: u16,
     pub app_port: u16,
-    dapr_args: Vec<String>,
+    daprd_command: Vec<String>,
     dapr_env: Vec<(String, String)>,
     /// The component's environment beyond the sidecar's address, for restarts.
     app_env: Vec<(String, String)>,
@@ -237,23 +227,19 @@ impl Stack {
             .unwrap();
         }
 
-        let redis = if options.persistent_redis {
-            start_persistent_redis("redis", &dir, redis_port)
-        } else {
-            start_redis(&dir, redis_port)
-        };
+        let redis = start_redis("redis", &dir, redis_port, options.persistent_redis);
         let pubsub_redis = options
             .own_pubsub_redis
-            .then(|| start_persistent_redis("pubsub-redis", &dir, pubsub_redis_port));
+            .then(|| start_redis("pubsub-redis", &dir, pubsub_redis_port, true));
         let host = start_host("wasmtime", &dir, app_port, dapr_http_port, options.app_env);
-        let mut dapr_args = dapr_args(&dir, app_port, dapr_http_port);
-        if let Some(port) = options.zipkin_port {
+        let tracing = options.zipkin_port.map(|port| {
             let config = fs::read_to_string(repo().join("scripts/dapr/tracing.yaml"))
                 .unwrap()
                 .replace("localhost:9411", &format!("127.0.0.1:{port}"));
             fs::write(dir.join("tracing.yaml"), config).unwrap();
-            dapr_args.extend(["--config".into(), dir.join("tracing.yaml").display().to_string()]);
-        }
+            dir.join("tracing.yaml")
+        });
+        let daprd_command = daprd_command(&dir, app_port, dapr_http_port, tracing.as_deref());
         let dapr_env = options
             .dapr_env
             .iter()
@@ -270,7 +256,7 @@ impl Stack {
             pubsub_redis_port,
             dapr_http_port,
             app_port,
-            dapr_args,
+            daprd_command,
             dapr_env,
             app_env,
             persistent_redis: options.persistent_redis,
@@ -296,11 +282,10 @@ impl Stack {
         self.wait_for("the replica (GET /healthz)", Duration::from_secs(60), |_| {
             request(app_port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200)
         });
-        let daprd = Process::start_with_env(
+        let daprd = Process::start(
             "daprd-replica",
             &self.dir,
-            "daprd",
-            &dapr_args(&self.dir, app_port, dapr_http_port),
+            &daprd_command(&self.dir, app_port, dapr_http_port, None),
             &self.dapr_env,
         );
         self.replica = Some(Replica {
@@ -331,10 +316,11 @@ impl Stack {
 
     /// Starts it again on the same port, with the streams it had on disk.
     pub fn start_pubsub_redis(&mut self) {
-        self.pubsub_redis = Some(start_persistent_redis(
+        self.pubsub_redis = Some(start_redis(
             "pubsub-redis",
             &self.dir,
             self.pubsub_redis_port,
+            true,
         ));
     }
 
@@ -369,11 +355,10 @@ impl Stack {
 
     pub fn start_daprd(&mut self) {
         assert!(self.daprd.is_none(), "daprd is already running");
-        self.daprd = Some(Process::start_with_env(
+        self.daprd = Some(Process::start(
             "daprd",
             &self.dir,
-            "daprd",
-            &self.dapr_args,
+            &self.daprd_command,
             &self.dapr_env,
         ));
         let port = self.dapr_http_port;
@@ -392,11 +377,7 @@ impl Stack {
     /// it had on disk (`Options::persistent_redis`).
     pub fn restart_redis(&mut self) {
         self.redis.stop();
-        self.redis = if self.persistent_redis {
-            start_persistent_redis("redis", &self.dir, self.redis_port)
-        } else {
-            start_redis(&self.dir, self.redis_port)
-        };
+        self.redis = start_redis("redis", &self.dir, self.redis_port, self.persistent_redis);
     }
 
     pub fn wait_until_ready(&mut self) {
@@ -568,34 +549,21 @@ pub const HOST_CORES_VAR: &str = "E2E_HOST_CORES";
 /// The composed component under `wasmtime serve` on `port`, with `env` as its WASI environment.
 /// The component reads nothing but Spin variables, so every name is a `SPIN_VARIABLE_*`.
 fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
-    let mut args = vec![
-        "serve".to_string(),
-        "-Scli".to_string(),
-        "--addr".to_string(),
-        format!("127.0.0.1:{port}"),
-    ];
-    if let Ok(count) = std::env::var(INSTANCE_REUSE_VAR) {
-        args.push(format!("--max-instance-reuse-count={count}"));
-    }
-    for (name, value) in env {
+    for (name, _) in env {
         assert!(name.starts_with("SPIN_VARIABLE_"), "{name}: the component's settings are Spin variables, SPIN_VARIABLE_<NAME> (README, Configuration)");
-        args.extend(["--env".to_string(), format!("{name}={value}")]);
     }
-    args.push(wasmtime_component().display().to_string());
+    let reuse = std::env::var(INSTANCE_REUSE_VAR).unwrap_or_default();
+    let mut settings = vec![("APP_PORT", port.to_string()), ("WASMTIME_INSTANCE_REUSE", reuse)];
+    settings.extend(env.iter().map(|(name, value)| (*name, value.to_string())));
+    let component = wasmtime_component().display().to_string();
+    let mut command = stack_command("app", &["wasmtime", &component], &settings);
     // Pinned to its own cores when asked (bench/soak.sh), as the benchmarks pin a server.
-    match std::env::var(HOST_CORES_VAR) {
-        Ok(cores) => Process::start(
-            name,
-            dir,
-            "taskset",
-            &[
-                ["-c".to_string(), cores, "wasmtime".to_string()].as_slice(),
-                &args,
-            ]
-            .concat(),
-        ),
-        Err(_) => Process::start(name, dir, "wasmtime", &args),
+    if let Ok(cores) = std::env::var(HOST_CORES_VAR) {
+        command.splice(0..0, ["taskset".to_string(), "-c".to_string(), cores]);
     }
+    // The command names the variables; wasmtime takes their values from its environment.
+    let variables: Vec<(String, String)> = env.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    Process::start(name, dir, &command, &variables)
 }
 
 /// The component alone under `wasmtime serve`, for tests that put their own server where
@@ -641,29 +609,48 @@ impl Drop for Component {
     }
 }
 
-fn dapr_args(dir: &Path, app_port: u16, dapr_http_port: u16) -> Vec<String> {
-    vec![
-        "--app-id".into(),
-        APP_ID.into(),
-        "--app-port".into(),
-        app_port.to_string(),
-        "--app-channel-address".into(),
-        "127.0.0.1".into(),
-        "--dapr-http-port".into(),
-        dapr_http_port.to_string(),
-        "--dapr-grpc-port".into(),
-        free_port().to_string(),
-        "--dapr-internal-grpc-port".into(),
-        free_port().to_string(),
-        "--metrics-port".into(),
-        free_port().to_string(),
-        "--dapr-listen-addresses".into(),
-        "127.0.0.1".into(),
-        "--resources-path".into(),
-        dir.join("components").display().to_string(),
-        "--log-level".into(),
-        "info".into(),
+/// The command line `scripts/local.sh <name>` runs (redis, daprd, app), for `args` and these
+/// `settings` of local.sh's variables, and for no others: none leak in from this environment.
+fn stack_command(name: &str, args: &[&str], settings: &[(&str, String)]) -> Vec<String> {
+    let output = Command::new(repo().join("scripts/local.sh"))
+        .arg("command")
+        .arg(name)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(settings.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("cannot run scripts/local.sh");
+    assert!(
+        output.status.success(),
+        "scripts/local.sh command {name} {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// daprd for the app on `app_port`, with the components in `dir`, its other ports free ones.
+fn daprd_command(dir: &Path, app_port: u16, dapr_http_port: u16, config: Option<&Path>) -> Vec<String> {
+    let resources = dir.join("components").display().to_string();
+    let config = config.map(|path| path.display().to_string());
+    let args: Vec<&str> = [Some(resources.as_str()), config.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let settings = [
+        ("APP_PORT", app_port),
+        ("DAPR_HTTP_PORT", dapr_http_port),
+        ("DAPR_GRPC_PORT", free_port()),
+        ("DAPR_INTERNAL_GRPC_PORT", free_port()),
+        ("DAPR_METRICS_PORT", free_port()),
     ]
+    .map(|(name, port)| (name, port.to_string()));
+    stack_command("daprd", &args, &settings)
 }
 
 /// Output lines without wasmtime's `stdout [N] :: ` prefixes. wasmtime writes the prefix and
@@ -690,43 +677,29 @@ fn host_prefix_stripped(line: &str) -> Option<&str> {
     (!instance.is_empty() && instance.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
 }
 
-fn start_redis(dir: &Path, port: u16) -> Process {
-    // In memory only, like the course's dev Redis (and kubernetes/base/redis.yaml): a restart empties it.
-    launch_redis(
+/// redis-server on `port`: in memory, like the course's dev Redis (and kubernetes/base/redis.yaml),
+/// so a restart empties it; or `persistent`, writing each command to an append-only file in
+/// its own folder before it answers, so a restart keeps every write and stream entry it acknowledged.
+fn start_redis(name: &'static str, dir: &Path, port: u16, persistent: bool) -> Process {
+    let data = persistent.then(|| {
+        let data = dir.join(name);
+        fs::create_dir_all(&data).unwrap();
+        data.display().to_string()
+    });
+    let command = stack_command(
         "redis",
-        dir,
-        port,
-        &[
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir.display().to_string(),
-        ],
-    )
-}
-
-/// A Redis that writes each command to its append-only file before answering: a restart
-/// keeps every write and stream entry it acknowledged.
-fn start_persistent_redis(name: &'static str, dir: &Path, port: u16) -> Process {
-    let data = dir.join(name);
-    fs::create_dir_all(&data).unwrap();
-    launch_redis(
-        name,
-        dir,
-        port,
-        &[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            &data.display().to_string(),
-        ],
-    )
+        data.as_deref().as_slice(),
+        &[("REDIS_PORT", port.to_string())],
+    );
+    let mut redis = Process::start(name, dir, &command, &[]);
+    let start = Instant::now();
+    while redis_command(port, "PING").map(|r| r != "+PONG").unwrap_or(true) {
+        if redis.exited().is_some() || start.elapsed() > Duration::from_secs(20) {
+            panic!("redis-server did not start:\n{}", redis.output());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    redis
 }
 
 /// Sends a signal (`kill -STOP`, ...) to a started process.
@@ -737,23 +710,6 @@ fn signal(process: &Process, name: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{name} {} failed", process.name);
-}
-
-fn launch_redis(name: &'static str, dir: &Path, port: u16, storage: &[&str]) -> Process {
-    let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
-        .iter()
-        .chain(storage)
-        .map(|s| s.to_string())
-        .collect();
-    let mut redis = Process::start(name, dir, "redis-server", &args);
-    let start = Instant::now();
-    while redis_command(port, "PING").map(|r| r != "+PONG").unwrap_or(true) {
-        if redis.exited().is_some() || start.elapsed() > Duration::from_secs(20) {
-            panic!("redis-server did not start:\n{}", redis.output());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    redis
 }
 
 fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
