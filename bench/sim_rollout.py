@@ -6,13 +6,17 @@ under `tilt up` until `curl localhost:8000/` (Tilt's port-forward) answers it, s
     rollout    → the new pod exists (spin-operator's Deployment, the ReplicaSet, the scheduler)
     start      → Spin serving in the new pod (sandbox, shim, compile of the .wasm, Spin's start),
                  from the container log's own timestamp
-    ready      → the new pod Ready (its readiness probe, /readyz through daprd)
-    forward    → the new greeting through Tilt's port-forward
+    served     → the new greeting through Tilt's port-forward (which moves to the new pod once
+                 it runs, before it is Ready)
+
+and, apart, when the new pod turned Ready (its readiness probe, /readyz through daprd)
+relative to the greeting.
 
     python3 bench/sim_rollout.py [--saves N]
 
-Each step is when this script first saw it, polling every 0.1 s (the start from the log line's
-timestamp), so a step's figure carries up to ~0.2 s of polling. Runs `scripts/cluster.sh up
+The SpinApp's and the pods' changes come from `kubectl --watch` streams (within milliseconds),
+Spin's start from its log line's timestamp, the build and the greeting from polling every
+0.05 s (plus a curl's own time). Runs `scripts/cluster.sh up
 --sim` in a temporary folder (its own kubeconfig) and `tilt up` in a copy of the repo, so
 neither the user's cluster nor src/ is touched. Needs the pinned tools (`scripts/tools.sh
 all`, then `eval "$(scripts/tools.sh env)"`) and the Spin shim ($CONTAINERD_SHIM_SPIN)."""
@@ -21,6 +25,7 @@ import argparse
 import datetime
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,13 +33,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/deploy"))
-from sim_cluster import APP_SELECTOR, SimCluster, TiltUp, app_image, copy_repo, set_greeting  # noqa: E402
+from sim_cluster import APP, APP_SELECTOR, CONTEXT, SimCluster, TiltUp, app_image, copy_repo, set_greeting  # noqa: E402
 
-STEPS = ["build", "image", "rollout", "start", "ready", "forward"]
+STEPS = ["build", "image", "rollout", "start", "served"]
 STAGED_WASM = "target/image/target/wasm32-wasip2/release/dapr_spin_hello.wasm"
 
 
-def poll(condition, timeout=300, period=0.1):
+def poll(condition, timeout=300, period=0.05):
     """The time.time() at which condition() first returned something true, and that value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -44,8 +49,38 @@ def poll(condition, timeout=300, period=0.1):
     raise TimeoutError(condition)
 
 
-def pod_names(sim):
-    return {p["metadata"]["name"]: p for p in sim.get("pods", "-l", APP_SELECTOR)["items"]}
+class Watch:
+    """`kubectl get KIND --watch -o json` in the cluster's namespaces: every version of the
+    objects, each with the time.time() it arrived (within milliseconds of the change)."""
+
+    def __init__(self, sim, *args):
+        self.events, self.lock = [], threading.Lock()
+        self.proc = subprocess.Popen(sim.inside(sim.kubectl_binary, "--context", CONTEXT, "get", *args, "--watch",
+                                                "-o", "json"), env=sim.env, stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self.proc.stdout:
+            buffer += line
+            while buffer.strip():
+                try:
+                    obj, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break
+                with self.lock:
+                    self.events.append((time.time(), obj))
+                buffer = buffer.lstrip()[end:]
+
+    def first(self, after, condition, timeout=300):
+        """The time of the first version that arrived after `after` and satisfies condition."""
+        def found():
+            with self.lock:
+                return next((t for t, obj in self.events if t > after and condition(obj)), None)
+        return poll(found, timeout)[1]
+
+    def stop(self):
+        self.proc.terminate()
 
 
 def serving_time(sim, pod):
@@ -58,42 +93,31 @@ def serving_time(sim, pod):
     raise RuntimeError(f"no 'Serving' line in {pod}'s log:\n{out}")
 
 
-def one_save(sim, crate, text):
-    before_image, before_pods = app_image(sim), set(pod_names(sim))
+def ready(pod):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def one_save(sim, crate, text, spinapps, pods):
+    before_image, before_pods = app_image(sim), {p["metadata"]["name"] for p in sim.get("pods", "-l", APP_SELECTOR)["items"]}
     wasm = crate / STAGED_WASM
     before_wasm = wasm.stat().st_mtime
-    times = {}
+    expected = json.dumps({"message": text}, separators=(",", ":"))
     set_greeting(crate, text)
     saved = time.time()
-    results = {}
-
-    def watch(name, condition):
-        results[name] = poll(condition)
-
-    watchers = [
-        threading.Thread(target=watch, args=("build", lambda: wasm.stat().st_mtime != before_wasm)),
-        threading.Thread(target=watch, args=("image", lambda: app_image(sim) != before_image)),
-        threading.Thread(target=watch, args=("rollout", lambda: [n for n in pod_names(sim) if n not in before_pods])),
-    ]
-    for w in watchers:
-        w.start()
-    for w in watchers:
-        w.join()
-    new_pod = results["rollout"][1][0]
-
-    def ready():
-        pod = pod_names(sim).get(new_pod)
-        return pod and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-    times["ready"] = poll(ready)[0]
-    expected = json.dumps({"message": text}, separators=(",", ":"))
-    times["forward"] = poll(lambda: sim.curl("http://localhost:8000/")[1] == expected)[0]
-    times["start"] = serving_time(sim, new_pod)
-    times.update({k: v[0] for k, v in results.items()})
+    times = {"build": poll(lambda: wasm.stat().st_mtime != before_wasm)[0],
+             "served": poll(lambda: sim.curl("http://localhost:8000/")[1] == expected)[0]}
+    times["image"] = spinapps.first(saved, lambda o: o["spec"]["image"] != before_image)
+    new_pod = lambda o: o["metadata"]["name"] not in before_pods  # noqa: E731
+    times["rollout"] = pods.first(saved, new_pod)
+    name = next(o["metadata"]["name"] for t, o in pods.events if t > saved and new_pod(o))
+    times["start"] = serving_time(sim, name)
+    times["ready"] = pods.first(saved, lambda o: o["metadata"]["name"] == name and ready(o))
     steps, previous = {}, saved
     for step in STEPS:
         steps[step] = times[step] - previous
         previous = times[step]
-    steps["total"] = times["forward"] - saved
+    steps["ready after serving"] = times["ready"] - times["served"]
+    steps["total"] = times["served"] - saved
     return steps
 
 
@@ -112,6 +136,7 @@ def main():
             crate = Path(home) / "repo"
             copy_repo(crate)
             tilt = TiltUp(sim, crate, Path(home) / "tilt.log")
+            spinapps, pods = Watch(sim, "spinapp", APP), Watch(sim, "pods", "-l", APP_SELECTOR)
             try:
                 started = time.monotonic()
                 sim.wait("the app answering through Tilt's port-forward",
@@ -119,16 +144,18 @@ def main():
                 print(f"tilt up to the app answering: {time.monotonic() - started:.1f} s", flush=True)
                 for i in range(1, args.saves + 1):
                     time.sleep(5)  # the previous rollout's old pod gone, Tilt's watcher settled
-                    steps = one_save(sim, crate, f"Hello from Dapr Spin! (save {i})")
+                    steps = one_save(sim, crate, f"Hello from Dapr Spin! (save {i})", spinapps, pods)
                     rows.append(steps)
                     print(f"    save {i}: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()), flush=True)
             finally:
+                spinapps.stop()
+                pods.stop()
                 tilt.stop()
         finally:
             sim.down()
-    for step in STEPS + ["total"]:
+    for step in STEPS + ["ready after serving", "total"]:
         values = [r[step] for r in rows]
-        print(f"{step:8} median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}; "
+        print(f"{step:20} median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}; "
               f"n={len(values)})")
 
 

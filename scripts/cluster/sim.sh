@@ -35,7 +35,7 @@ sim_paths() {
 
 sim_tools() { "$repo/scripts/tools.sh" sim; }
 
-# The source of a pinned Go module (in Go's module cache): CRDs, samples and kwok's stages.
+# The source of a pinned Go module (in Go's module cache): CRDs, samples and Dapr's chart.
 go_module_dir() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
 
 sim_pid() { cat "$SIM_DIR/pids/$1" 2>/dev/null || true; }
