@@ -136,20 +136,22 @@ def main():
             crate = Path(home) / "repo"
             copy_repo(crate)
             tilt = TiltUp(sim, crate, Path(home) / "tilt.log")
-            spinapps, pods = Watch(sim, "spinapp", APP), Watch(sim, "pods", "-l", APP_SELECTOR)
+            spinapps = pods = None
             try:
                 started = time.monotonic()
                 sim.wait("the app answering through Tilt's port-forward",
                          lambda: sim.curl("http://localhost:8000/")[0] == 200, timeout=600)
                 print(f"tilt up to the app answering: {time.monotonic() - started:.1f} s", flush=True)
+                spinapps, pods = Watch(sim, "spinapp", APP), Watch(sim, "pods", "-l", APP_SELECTOR)
                 for i in range(1, args.saves + 1):
                     time.sleep(5)  # the previous rollout's old pod gone, Tilt's watcher settled
                     steps = one_save(sim, crate, f"Hello from Dapr Spin! (save {i})", spinapps, pods)
                     rows.append(steps)
                     print(f"    save {i}: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()), flush=True)
             finally:
-                spinapps.stop()
-                pods.stop()
+                for watch in (spinapps, pods):
+                    if watch:
+                        watch.stop()
                 tilt.stop()
         finally:
             sim.down()

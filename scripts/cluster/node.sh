@@ -49,8 +49,13 @@ node_shim() {
   fi
 }
 
-# The kubelet's cgroup root: under this shell's own cgroup (the memory hierarchy's path).
-node_cgroup_root() { echo "$(awk -F: '$2 == "memory" {print $3}' /proc/self/cgroup | sed 's:/$::')/$CLUSTER-sim"; }
+# The kubelet's cgroup root: under this shell's own cgroup (the memory hierarchy's path), one
+# folder per simulated cluster (named by its state folder), so two never share one.
+node_cgroup_root() {
+  local own
+  own=$(awk -F: '$2 == "memory" {print $3}' /proc/self/cgroup | sed 's:/$::')
+  echo "$own/$CLUSTER-sim-$(printf %s "$SIM_DIR" | cksum | cut -d' ' -f1)"
+}
 # Each cgroup hierarchy the machine mounts (v1 controllers, and cgroup2 beside them).
 node_cgroup_mounts() { awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts; }
 
@@ -59,11 +64,15 @@ node_namespaces() {
   if node_holder_alive; then ok "namespaces held by pid $(node_holder_pid)"; return; fi
   mkdir -p "$SIM_DIR/var/upper" "$SIM_DIR/var/work" "$SIM_DIR/node/sysctl"
   echo "$(node_cgroup_root)" >"$SIM_DIR/node/cgroup-root"
-  ( exec unshare --net --mount --propagation private sleep infinity ) </dev/null >/dev/null 2>&1 &
+  # In a session of its own, as every process of the cluster: a signal to the terminal's or
+  # the caller's process group (Ctrl-C, a timeout) does not stop the cluster half-way.
+  ( exec setsid unshare --net --mount --propagation private sleep infinity ) </dev/null >/dev/null 2>&1 &
   echo $! >"$SIM_DIR/pids/holder"
   disown $!
   local pid=$! setting file
   retry 10 "the namespace holder starting" node_apart "$pid"
+  # `down` finds what runs in the namespace by it, also once the holder is gone.
+  readlink "/proc/$pid/ns/net" >"$SIM_DIR/node/netns"
   local in=(nsenter --target "$pid" --net --mount --)
   "${in[@]}" ip link set lo up
   "${in[@]}" ip link add sim-node type veth peer name sim-peer
@@ -282,8 +291,8 @@ sim_node() {
 node_remove() {
   local holder net pid proc root mount
   holder=$(node_holder_pid)
-  if [ -n "$holder" ] && alive "$holder"; then
-    net=$(readlink "/proc/$holder/ns/net")
+  if [ -f "$SIM_DIR/node/netns" ]; then
+    net=$(cat "$SIM_DIR/node/netns")
     for proc in /proc/[0-9]*; do
       pid=${proc#/proc/}
       [ "$pid" != "$holder" ] && [ "$(readlink "$proc/ns/net" 2>/dev/null)" = "$net" ] && kill -9 "$pid" 2>/dev/null || true

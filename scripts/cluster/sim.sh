@@ -49,7 +49,7 @@ sim_running() { local pid; pid=$(sim_pid "$1"); [ -n "$pid" ] && alive "$pid"; }
 sim_start() {
   local name=$1; shift
   if sim_running "$name"; then ok "$name already running (pid $(sim_pid "$name"))"; return; fi
-  ( exec nohup "$@" >>"$SIM_DIR/logs/$name.log" 2>&1 </dev/null ) &
+  ( exec setsid "$@" >>"$SIM_DIR/logs/$name.log" 2>&1 </dev/null ) &
   echo $! >"$SIM_DIR/pids/$name"
 }
 
