@@ -94,7 +94,10 @@ impl Config {
             {
                 Ok(value)
             } else {
-                Err(config_error(format!("{name} must be a Dapr component or topic name (letters, digits, '-', '_', '.'), got {value:?}")))
+                Err(config_error(format!(
+                    "{name} must be a Dapr component or topic name (letters, digits, '-', '_', '.'), \
+                     got {value:?}"
+                )))
             }
         };
 
