@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fairness import LOAD_CORES, SERVER_CORES, SIDECAR_CORES, pinned
+from fairness import SERVER_CORES, SIDECAR_CORES, pinned
 from harness import REPO, Processes, daprd_cmd, free_port, http, start_redis, wasmtime_component
 
 SEQUENTIAL, CONCURRENT = 200, 50
