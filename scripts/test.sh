@@ -32,9 +32,9 @@ eval "$(scripts/tools.sh env)"
 if ! command -v shellcheck >/dev/null; then
   if command -v apt-get >/dev/null; then
     echo "==> apt-get install shellcheck (Debian, Ubuntu)"
-    sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
   else
     echo "test.sh: shellcheck is not installed, and this system has no apt-get: install it with its package manager (brew install shellcheck, dnf install ShellCheck)" >&2
     exit 1
