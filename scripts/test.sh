@@ -48,11 +48,22 @@ gate() {
   echo "==> gate: $name ($*)"
   "$@" || { echo "test.sh: the $name gate failed: $fix" >&2; exit 1; }
 }
-gate rustfmt "run cargo fmt (rustfmt.toml), then look at the diff" cargo fmt --check
+# The component's crate, and the two small components beside it: the adapter that gives
+# `wasmtime serve` Spin's variables (tests, local mode) and the benchmark's empty ceiling.
+# All three build in target/ (compose.sh builds the adapter there too).
+crates=(Cargo.toml scripts/wasmtime-adapter/Cargo.toml bench/ceiling/Cargo.toml)
+# each_crate cargo SUBCOMMAND ARG...: runs it on each, --manifest-path after the subcommand.
+each_crate() {
+  local crate
+  for crate in "${crates[@]}"; do
+    CARGO_TARGET_DIR=target "$1" "$2" --manifest-path "$crate" "${@:3}" || return
+  done
+}
+gate rustfmt "run cargo fmt (rustfmt.toml) in that crate, then look at the diff" each_crate cargo fmt --check
 gate "clippy, host" "fix what clippy says above" cargo clippy --quiet --all-targets -- -D warnings
-# The lib is the wasm component (the tests under tests/ are host programs that drive it).
+# The libs are the wasm components; the tests under tests/ are host programs that drive them.
 gate "clippy, wasm32-wasip2" "fix what clippy says above" \
-  cargo clippy --quiet --target wasm32-wasip2 --lib -- -D warnings
+  each_crate cargo clippy --quiet --target wasm32-wasip2 --lib -- -D warnings
 gate ruff "fix what ruff says above (ruff.toml: which checks, which files)" ruff check --quiet .
 # Not yet scripts/tools.sh, scripts/cluster.sh and scripts/cluster/: being rewritten now, to be
 # linted once that lands.
