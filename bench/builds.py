@@ -111,7 +111,7 @@ def save_to_serve(crate, edits, env, checks):
             text = f"{GREETING} (save {i})"
             set_greeting(crate, text)
             saved = time.monotonic()
-            procs.wait_for(f"GET / to answer {text!r}", lambda: text in http("GET", app + "/", timeout=2)[1], timeout=300)
+            procs.wait_for(f"GET / to answer {text!r}", lambda text=text: text in http("GET", app + "/", timeout=2)[1], timeout=300)
             times.append(time.monotonic() - saved)
             print(f"    save {i}: {times[-1]:.2f} s", flush=True)
         # Tilt's log has cargo's own time for each rebuild: the share of the build in each save.

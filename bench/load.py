@@ -152,7 +152,7 @@ def request_path(wasms, env, args, checks):
         for app in apps:
             if app.get("host") and app["sidecar"]:
                 spin = f"http://127.0.0.1:{app['port']}"
-                procs.wait_for(f"{app['name']} to be ready (GET /readyz)", lambda: http("GET", spin + "/readyz")[0] == 200)
+                procs.wait_for(f"{app['name']} to be ready (GET /readyz)", lambda spin=spin: http("GET", spin + "/readyz")[0] == 200)
         checks.check(f"started redis, {len(apps)} apps and their daprd", True)
 
         for app in apps:
@@ -161,7 +161,7 @@ def request_path(wasms, env, args, checks):
             checks.check(f"{name}: GET / answers its greeting", status == 200 and "Hello" in body, f"{status} {body[:80]}")
             if app["sidecar"]:
                 seed(app, checks)
-                procs.wait_for(f"{name}'s subscriber to log {SEED_USERS} events", lambda: received_events(name) >= SEED_USERS, timeout=30)
+                procs.wait_for(f"{name}'s subscriber to log {SEED_USERS} events", lambda name=name: received_events(name) >= SEED_USERS, timeout=30)
                 checks.check(f"{name}: Dapr delivered the {SEED_USERS} events to the subscriber", True)
 
         results = {}

@@ -155,7 +155,9 @@ def show(step, answer):
 
 
 def facts(dapr):
-    data = lambda events: [e["data"] for _, e in events]
+    def data(events):
+        return [e["data"] for _, e in events]
+
     show("1. transaction creates a key, no ETag", dapr.transaction("k", {"v": "one"}, None, {"event": "one"}))
     print("   stored:", dapr.get("k"), " delivered:", data(dapr.wait_for_events(1)))
     show("2. transaction with a stale ETag", dapr.transaction("k", {"v": "two"}, "999", {"event": "two"}))
@@ -172,7 +174,7 @@ def facts(dapr):
     dapr.pubsub_redis.send_signal(signal.SIGTERM)
     dapr.pubsub_redis.wait()
     started = time.monotonic()
-    show(f"8. transaction with the pub/sub's Redis down", dapr.transaction("k4", {"v": "down"}, None, {"event": "down"}))
+    show("8. transaction with the pub/sub's Redis down", dapr.transaction("k4", {"v": "down"}, None, {"event": "down"}))
     print(f"   answered in {time.monotonic() - started:.2f} s; stored: {dapr.get('k4')}")
 
 

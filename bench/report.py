@@ -34,13 +34,13 @@ def verdict(ok):
 
 def release_profile(cargo_toml):
     match = re.search(r"^\[profile\.release\]\n((?:[^\[\n].*\n?)*)", cargo_toml.read_text(), re.M)
-    return ", ".join(l.strip() for l in match.group(1).splitlines() if l.strip() and not l.startswith("#")) if match else ""
+    return ", ".join(line.strip() for line in match.group(1).splitlines() if line.strip() and not line.startswith("#")) if match else ""
 
 
 def targets(res):
     """The targets of issue 12, on wasmtime serve, as table rows."""
     rows = []
-    ceiling, dev = res.get(("get", "ceiling-wasmtime")), res.get(("get", "wasm-wasmtime"))
+    ceiling = res.get(("get", "ceiling-wasmtime"))
     fastapi_get, fastapi_post = res.get(("get", "reference")), res.get(("post", "reference"))
     for name, label in (("wasm-wasmtime", "dev-loop build"), ("lto-wasmtime", "fat-LTO build")):
         get, post = res.get(("get", name)), res.get(("post", name))

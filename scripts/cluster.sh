@@ -14,8 +14,8 @@
 #   scripts/cluster.sh doctor [...]            tools, engines and the cluster, each found or not
 #
 # Without a flag the current kube context decides: rancher-desktop, kind-dapr-spin-hello,
-# k3d-dapr-spin-hello or sim-dapr-spin-hello; any other context means kind, the cluster
-# upstream SpinKube documents.
+# k3d-dapr-spin-hello or sim-dapr-spin-hello; any other context means k3d, the default here
+# as in the Tiltfile and dev.sh: its node image's shim (Spin 3.6.3) is the one the tests run.
 # `up` first runs the same preflight as `doctor` for its cluster and changes nothing when it
 # fails. Every later step is a create-if-missing, `kubectl apply` or `helm upgrade --install`,
 # so `up` can run again. Versions: scripts/versions.env; Dapr's and spin-operator's: their
@@ -81,9 +81,10 @@ pick_target() {
     "")
       case $(current_context) in
         "$RANCHER_CONTEXT") target=rancher ;;
+        "kind-$CLUSTER") target=kind ;;
         "k3d-$CLUSTER") target=k3d ;;
         "sim-$CLUSTER") target=sim ;;
-        *) target=kind ;;
+        *) target=k3d ;;
       esac ;;
     *) die "unknown option '$1' (use --kind, --k3d, --rancher or --sim)" ;;
   esac

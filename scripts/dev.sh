@@ -3,8 +3,9 @@
 #
 #   scripts/dev.sh              local mode, no cluster: Redis, daprd and the component as
 #                               processes under Tilt; every save under src/ rebuilds and restarts
-#   scripts/dev.sh --cluster    the SpinKube loop (tilt up against Rancher Desktop or k3d;
-#                               run scripts/cluster.sh up once first)
+#   scripts/dev.sh --cluster    the SpinKube loop (tilt up against the cluster that
+#                               scripts/cluster.sh up made once first: k3d by default, or
+#                               --kind, --rancher)
 #
 # It uses the tools already installed (Spin, Tilt, the Dapr CLI's ~/.dapr/bin/daprd, a Redis
 # already on REDIS_PORT such as dapr init's dapr_redis) and builds only what is missing, once

@@ -100,7 +100,11 @@ impl<T: Transport> Messages<'_, T> {
             if settled == Settled::FencedOff {
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    format!("the state store did not run the transaction that stores the message for user {:?}; nothing was stored", new.user_id),
+                    format!(
+                        "the state store did not run the transaction that stores the message for user {:?}; \
+                         nothing was stored",
+                        new.user_id
+                    ),
                 ));
             }
             std::thread::sleep(backoff(attempt));
@@ -108,7 +112,8 @@ impl<T: Transport> Messages<'_, T> {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "too many concurrent writes for user {:?}: gave up after {MAX_SAVE_ATTEMPTS} attempts; nothing was stored, try again",
+                "too many concurrent writes for user {:?}: gave up after {MAX_SAVE_ATTEMPTS} attempts; \
+                 nothing was stored, try again",
                 new.user_id
             ),
         ))
@@ -219,7 +224,8 @@ fn unsettled(user_id: &str, why: &str) -> ApiError {
 fn may_have_stored(first: &ApiError, settling: &ApiError) -> ApiError {
     ApiError {
         message: format!(
-            "{}; then, reading the history to settle it: {}; the message may have been stored: read the history before you retry",
+            "{}; then, reading the history to settle it: {}; the message may have been stored: \
+             read the history before you retry",
             first.message, settling.message
         ),
         ..first.clone()
@@ -232,9 +238,10 @@ fn no_outbox(store: &str, why: &ApiError) -> ApiError {
     ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: format!(
-            "state store {store} has no outbox: its transaction failed ({}) yet stored the message, and no event was published. \
-             Set outboxPublishPubsub and outboxPublishTopic in its component (scripts/dapr/statestore.yaml shows how); \
-             the message is stored once, without its event",
+            "state store {store} has no outbox: its transaction failed ({}) yet stored the message, \
+             and no event was published. Set outboxPublishPubsub and outboxPublishTopic in its \
+             component (scripts/dapr/statestore.yaml shows how); the message is stored once, \
+             without its event",
             why.message
         ),
         ..why.clone()
@@ -282,8 +289,15 @@ mod tests {
     }
 
     /// daprd 1.18.1's answers on state.redis (measured): a stale ETag, and a store without the outbox.
-    const STALE_ETAG: &str = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: ERR user_script:14: failed to set key dapr-spin-hello||ann"}"#;
-    const NO_OUTBOX: &str = r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: ERR Unknown Redis command called from script script: c5d8cabb8162d7f0980fe627a55d83f54c800e66, on @user_script:4."}"#;
+    const STALE_ETAG: &str = concat!(
+        r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: "#,
+        r#"ERR user_script:14: failed to set key dapr-spin-hello||ann"}"#
+    );
+    const NO_OUTBOX: &str = concat!(
+        r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: "#,
+        r#"ERR Unknown Redis command called from script script: "#,
+        r#"c5d8cabb8162d7f0980fe627a55d83f54c800e66, on @user_script:4."}"#
+    );
 
     #[test]
     fn the_message_and_its_event_go_in_one_transaction_with_the_etag() {
@@ -304,7 +318,10 @@ mod tests {
         assert_eq!(write_id.len(), 32);
         assert_eq!(
             event,
-            &json!({"user_id": "ann", "message": "two", "id": 2, "created_at": stored.created_at, "write_id": write_id})
+            &json!({
+                "user_id": "ann", "message": "two", "id": 2,
+                "created_at": stored.created_at, "write_id": write_id
+            })
         );
     }
 

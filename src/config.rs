@@ -94,7 +94,10 @@ impl Config {
             {
                 Ok(value)
             } else {
-                Err(config_error(format!("{name} must be a Dapr component or topic name (letters, digits, '-', '_', '.'), got {value:?}")))
+                Err(config_error(format!(
+                    "{name} must be a Dapr component or topic name (letters, digits, '-', '_', '.'), \
+                     got {value:?}"
+                )))
             }
         };
 
@@ -116,7 +119,8 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
                 {
                     return Err(config_error(format!(
-                        "dapr_http_host must be a host name or IPv4 address (letters, digits, '-', '.'), got {host:?}"
+                        "dapr_http_host must be a host name or IPv4 address (letters, digits, '-', '.'), \
+                         got {host:?}"
                     )));
                 }
                 let port = match get("dapr_http_port") {

@@ -100,9 +100,10 @@ impl<T: Transport> DaprClient<T> {
     /// `POST /v1.0/state/{store}`: writes `value` under `key` if `precondition` holds
     /// (`concurrency: first-write`, with the ETag or without one for a create), else
     /// `Conflict`. Always conditional: on state.redis a key once written with first-write
-    /// refuses every later write without an ETag, even `last-write` (measured, daprd 1.18.1). Stores refuse differently (Redis: 500 ERR_STATE_SAVE, not 409), so a
-    /// refused conditional write is read back: a key that no longer meets the precondition
-    /// is a conflict, anything else the store's error.
+    /// refuses every later write without an ETag, even `last-write` (measured, daprd 1.18.1).
+    /// Stores refuse differently (Redis: 500 ERR_STATE_SAVE, not 409), so a refused conditional
+    /// write is read back: a key that no longer meets the precondition is a conflict, anything
+    /// else the store's error.
     /// With `ttl_seconds`, the store deletes the key after that long (`ttlInSeconds`).
     pub fn save_state(
         &self,
@@ -272,15 +273,19 @@ impl<T: Transport> DaprClient<T> {
             SendFailure::Denied => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
-                    "the wasm host denied the call to the Dapr sidecar at {base}: it is not in the component's \
-                     allowed_outbound_hosts (spin.toml). spin.toml allows the Spin variables dapr_http_host \
-                     (default localhost) and 127.0.0.1, on dapr_http_port (default 3500; \
+                    "the wasm host denied the call to the Dapr sidecar at {base}: it is not in the \
+                     component's allowed_outbound_hosts (spin.toml). spin.toml allows the Spin variables \
+                     dapr_http_host (default localhost) and 127.0.0.1, on dapr_http_port (default 3500; \
                      SPIN_VARIABLE_DAPR_HTTP_PORT or the SpinApp's variables move them): \
                      a dapr_http_endpoint elsewhere must be added to allowed_outbound_hosts"
                 ),
             ),
             SendFailure::TimedOut(why) => {
-                let TimeLimits { connect, first_byte, between_bytes } = self.time_limits;
+                let TimeLimits {
+                    connect,
+                    first_byte,
+                    between_bytes,
+                } = self.time_limits;
                 ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -289,9 +294,10 @@ impl<T: Transport> DaprClient<T> {
                     ),
                 )
             }
-            SendFailure::Unreachable(why) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Dapr sidecar at {base} is unreachable: {why}"))
-            }
+            SendFailure::Unreachable(why) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Dapr sidecar at {base} is unreachable: {why}"),
+            ),
             SendFailure::Broken(why) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the connection to the Dapr sidecar at {base} broke before its answer: {why}"),

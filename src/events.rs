@@ -286,7 +286,10 @@ mod tests {
 
     #[test]
     fn cloud_event_with_json_data_parses() {
-        let body = json!({"specversion": "1.0", "type": "com.dapr.event.sent", "datacontenttype": "application/json", "data": data(3)});
+        let body = json!({
+            "specversion": "1.0", "type": "com.dapr.event.sent",
+            "datacontenttype": "application/json", "data": data(3)
+        });
         assert_eq!(
             parse_cloud_event(body.to_string().as_bytes()).unwrap(),
             event(3, "hi", "w1")
@@ -348,7 +351,11 @@ mod tests {
     const EXISTS: &str = r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#;
 
     fn claim(delivery: &str, since_ms: u64, done: bool) -> String {
-        json!({"user_id": "ann", "id": 1, "delivery": delivery, "since_ms": since_ms, "done": done, "replaces": ["d0"]}).to_string()
+        json!({
+            "user_id": "ann", "id": 1, "delivery": delivery,
+            "since_ms": since_ms, "done": done, "replaces": ["d0"]
+        })
+        .to_string()
     }
 
     #[test]

@@ -158,7 +158,8 @@ pub fn validate_user_id(user_id: Option<&str>) -> Result<&str, ApiError> {
     }
     if user_id == "." || user_id == ".." {
         return Err(ApiError::bad_request(
-            "user_id must not be '.' or '..': Dapr's HTTP API takes the key as a URL path segment and removes those",
+            "user_id must not be '.' or '..': Dapr's HTTP API takes the key as a URL path segment \
+             and removes those",
         ));
     }
     Ok(user_id)

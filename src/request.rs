@@ -52,7 +52,10 @@ pub fn message_fields(request: &Request) -> Result<MessageFields, ApiError> {
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("a body must be JSON with Content-Type: application/json (got {content_type:?}); or send user_id and message in the query"),
+            format!(
+                "a body must be JSON with Content-Type: application/json (got {content_type:?}); \
+                 or send user_id and message in the query"
+            ),
         ));
     }
     if from_query.user_id.is_some() || from_query.message.is_some() {

@@ -218,7 +218,10 @@ fn dapr_subscribe<T: Transport>(app: &App<T>) -> Result<Response, ApiError> {
     Ok(json_response(
         StatusCode::OK,
         &json!([
-            { "pubsubname": config.pubsub, "topic": config.topic, "route": EVENT_ROUTE, "deadLetterTopic": dead_letters },
+            {
+                "pubsubname": config.pubsub, "topic": config.topic,
+                "route": EVENT_ROUTE, "deadLetterTopic": dead_letters
+            },
             { "pubsubname": config.pubsub, "topic": dead_letters, "route": DEAD_LETTER_ROUTE },
         ]),
     ))
@@ -251,21 +254,31 @@ fn receive_event<T: Transport>(app: &App<T>, request: &Request) -> Result<Respon
             let messages = app.messages();
             match messages.verdict(&event)? {
                 Verdict::Act { delivery, replaces } => {
-                    let replaced = if replaces.is_empty() { String::new() } else { format!(" replaces={}", replaces.join(",")) };
+                    let replaced = if replaces.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" replaces={}", replaces.join(","))
+                    };
                     println!(
-                        "Received event: user_id={:?} message={:?} id={} delivery={delivery}{replaced}{trace}",
+                        "Received event: user_id={:?} message={:?} id={} \
+                         delivery={delivery}{replaced}{trace}",
                         event.user_id, event.message, event.id
                     );
                     // The line is out: a failure to record that is no reason for Dapr to deliver
                     // again. A later delivery then finds the claim not done and, past the lease,
                     // acts again, naming this delivery (events.rs).
                     if let Err(e) = messages.complete(&event, &delivery) {
-                        eprintln!("warning: event of message {} of user {:?} handled by delivery {delivery}, but not recorded as done: {e}", event.id, event.user_id);
+                        eprintln!(
+                            "warning: event of message {} of user {:?} handled by delivery {delivery}, \
+                             but not recorded as done: {e}",
+                            event.id, event.user_id
+                        );
                     }
                 }
                 Verdict::Phantom(why) => println!("Ignored phantom event: {why}{trace}"),
                 Verdict::Duplicate { delivery } => println!(
-                    "Ignored duplicate event: user_id={:?} id={} write {} (handled by delivery {delivery}){trace}",
+                    "Ignored duplicate event: user_id={:?} id={} write {} \
+                     (handled by delivery {delivery}){trace}",
                     event.user_id, event.id, event.write_id
                 ),
             }
@@ -362,7 +375,11 @@ mod tests {
     }
 
     fn ann_w1_event() -> String {
-        json!({"type": "com.dapr.event.sent", "data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t", "write_id": "w1"}}).to_string()
+        json!({
+            "type": "com.dapr.event.sent",
+            "data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t", "write_id": "w1"}
+        })
+        .to_string()
     }
 
     #[test]
@@ -526,7 +543,10 @@ mod tests {
         assert_eq!(body["message"], "two");
         assert_eq!(
             body["messages"],
-            json!([{"id": 1, "message": "one", "created_at": "t1"}, {"id": 2, "message": "two", "created_at": "t2"}])
+            json!([
+                {"id": 1, "message": "one", "created_at": "t1"},
+                {"id": 2, "message": "two", "created_at": "t2"}
+            ])
         );
     }
 
@@ -602,8 +622,14 @@ mod tests {
             (
                 200,
                 json!([
-                    {"pubsubname": "pubsub", "topic": "message-updated", "route": EVENT_ROUTE, "deadLetterTopic": "message-updated-dead-letter"},
-                    {"pubsubname": "pubsub", "topic": "message-updated-dead-letter", "route": DEAD_LETTER_ROUTE},
+                    {
+                        "pubsubname": "pubsub", "topic": "message-updated", "route": EVENT_ROUTE,
+                        "deadLetterTopic": "message-updated-dead-letter"
+                    },
+                    {
+                        "pubsubname": "pubsub", "topic": "message-updated-dead-letter",
+                        "route": DEAD_LETTER_ROUTE
+                    },
                 ])
             )
         );

@@ -162,12 +162,15 @@ fn an_event_that_cannot_be_parsed_is_dropped_once_and_dead_lettered() {
         .all(|l| !l.starts_with("Received event:")));
 }
 
+/// A bad request and the error status it must get: path, headers, body, status.
+type BadRequest = (String, Vec<(&'static str, &'static str)>, String, u16);
+
 #[test]
 fn bad_inputs_get_their_error_and_write_nothing() {
     let stack = Stack::start();
     let long_id = "u".repeat(129);
     let long_message = "m".repeat(4097);
-    let cases: Vec<(String, Vec<(&str, &str)>, String, u16)> = vec![
+    let cases: Vec<BadRequest> = vec![
         ("/messages?message=hi".into(), vec![JSON], String::new(), 400),
         (
             "/messages?user_id=&message=hi".into(),

@@ -3,6 +3,7 @@
 # comparing versions (whether an installed tool is new enough).
 
 # go_mod_version TOOL MODULE: the version of MODULE that scripts/tools/TOOL/go.mod requires.
+# shellcheck disable=SC2154  # repo: set by the script that sources this file
 go_mod_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print ($1 == m ? $2 : $3); exit}' "$repo/scripts/tools/$1/go.mod"; }
 
 

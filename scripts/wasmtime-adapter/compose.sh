@@ -31,6 +31,7 @@ fi
 # Written aside and moved into place, so that a test starting meanwhile never reads half a file.
 # `wasm-tools compose` is deprecated in favour of wac, which would be one more tool to build;
 # its notice about that is left out of the output.
+# shellcheck disable=SC2016  # the backquotes are wasm-tools' own, matched as text
 wasm-tools compose "$app" --definitions "$adapter" --output "$out.$$" >/dev/null 2> >(grep -v -e 'has been deprecated' -e 'use `wac` instead' -e 'information about `wac`' -e '^$' >&2)
 mv "$out.$$" "$out"
 echo "$out"

@@ -219,6 +219,31 @@ def test_up_k3d_reuses_an_existing_cluster(cluster_sh):
     index_of(log, r"^k3d cluster start dapr-spin-hello$")
 
 
+# ---- one default cluster, k3d: its node image's shim (Spin 3.6.3) is the one the tests run
+
+@pytest.mark.parametrize("context", [None, "docker-desktop", "kind-kind"])
+def test_up_without_a_flag_makes_k3d_unless_the_context_is_one_of_its_clusters(cluster_sh, context):
+    p, log, _ = cluster_sh("up", state=laptop(context))
+    assert_ready(p, "k3d-dapr-spin-hello")
+    index_of(log, r"^k3d cluster create dapr-spin-hello ")
+    assert not [c for c in log if c.startswith("kind ")], log
+
+
+def test_up_without_a_flag_keeps_the_kind_cluster_it_made(cluster_sh):
+    _, _, state = cluster_sh("up", "--kind", state=laptop())
+    p, log, _ = cluster_sh("up", state=state)  # the context is kind-dapr-spin-hello now
+    assert_ready(p, "kind-dapr-spin-hello")
+    assert not [c for c in log if c.startswith("k3d ")], log
+
+
+def test_the_tiltfile_and_dev_sh_name_the_same_default():
+    # In the Tiltfile kind and k3d build alike, so its default shows only in what it says.
+    tiltfile = (REPO / "Tiltfile").read_text()
+    assert re.search(r"config\.define_string\('cluster', usage='[^']*; else k3d\)'", tiltfile)
+    assert re.search(r"^    else:\n        default_cluster = 'k3d'$", tiltfile, re.M)
+    assert "k3d by default" in (REPO / "scripts/dev.sh").read_text()
+
+
 @pytest.mark.parametrize("version", ["1.23.0", "1.24.0"])
 def test_up_on_rancher_desktop_uses_its_own_runtime_class_and_executor(cluster_sh, version):
     state = rancher_desktop(version)

@@ -65,7 +65,9 @@ def injector_source(name):
 
 
 def test_overlay_renders_every_base_object_and_adds_none(rendered):
-    names = lambda docs: sorted((doc["kind"], doc["metadata"]["name"]) for doc in docs)
+    def names(docs):
+        return sorted((doc["kind"], doc["metadata"]["name"]) for doc in docs)
+
     assert names(rendered) == names(doc for _, doc in documents())
 
 

@@ -34,14 +34,20 @@ impl Guest for FromEnvironment {
     fn get(name: String) -> Result<String, Error> {
         // Spin's rule for variable names: lowercase letters, digits and '_', from a letter.
         let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !valid {
-            return Err(Error::InvalidName(format!("{name:?} is not a Spin variable name (a-z, 0-9, '_', from a letter)")));
+            return Err(Error::InvalidName(format!(
+                "{name:?} is not a Spin variable name (a-z, 0-9, '_', from a letter)"
+            )));
         }
         let key = format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase());
         match std::env::var(&key) {
             Ok(value) => Ok(value),
-            Err(std::env::VarError::NotPresent) => Err(Error::Undefined(format!("{key} is not in the environment"))),
+            Err(std::env::VarError::NotPresent) => {
+                Err(Error::Undefined(format!("{key} is not in the environment")))
+            }
             Err(std::env::VarError::NotUnicode(_)) => Err(Error::Provider(format!("{key} is not UTF-8"))),
         }
     }
