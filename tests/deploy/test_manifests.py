@@ -90,6 +90,10 @@ def by_kind(kind):
     return [doc for _, doc in DOCS if doc["kind"] == kind]
 
 
+def named(kind, name):
+    return [doc for doc in by_kind(kind) if doc["metadata"]["name"] == name]
+
+
 def test_manifests_exist():
     kinds = sorted(doc["kind"] for _, doc in DOCS)
     assert kinds == ["Component", "Component", "Component", "Configuration", "Deployment", "Deployment", "Resiliency",
@@ -123,13 +127,13 @@ def test_the_apps_daprd_runs_in_a_pod_of_its_own():
     spec = spinapp["spec"]
     assert not any(k.startswith("dapr.io/") for k in spec.get("podAnnotations", {}))
     assert not any(k.startswith("dapr.io/") for k in spinapp["metadata"].get("annotations", {}))
-    [sidecar] = [d for d in by_kind("Deployment") if d["metadata"]["name"] == SIDECAR]
+    [sidecar] = named("Deployment", SIDECAR)
     template = sidecar["spec"]["template"]
     assert template["metadata"]["annotations"] == DAPR_ANNOTATIONS
     assert DAPR_ANNOTATIONS["dapr.io/app-channel-address"] == spinapp["metadata"]["name"]
     assert template["metadata"]["labels"] == sidecar["spec"]["selector"]["matchLabels"]
     assert [c["image"] for c in template["spec"]["containers"]] == ["registry.k8s.io/pause:3.10"]
-    [service] = [d for d in by_kind("Service") if d["metadata"]["name"] == SIDECAR]
+    [service] = named("Service", SIDECAR)
     assert service["spec"]["selector"] == template["metadata"]["labels"]
     assert service["spec"]["publishNotReadyAddresses"] is True
     assert [p["targetPort"] for p in service["spec"]["ports"]] == [3500]
@@ -164,7 +168,7 @@ def test_components_point_at_the_redis_service():
         "outbox": "pubsub.redis",
     }
     services = {s["metadata"]["name"]: s for s in by_kind("Service")}
-    [redis] = by_kind("Deployment")
+    [redis] = named("Deployment", "redis")
     pod_labels = redis["spec"]["template"]["metadata"]["labels"]
     for component in components.values():
         assert component["scopes"] == [DAPR_ANNOTATIONS["dapr.io/app-id"]]
@@ -224,7 +228,7 @@ def test_every_pubsub_bounds_its_streams_the_same_locally_and_in_the_cluster():
 
 
 def test_redis_refuses_writes_rather_than_evict_or_outgrow_its_limit():
-    [redis] = by_kind("Deployment")
+    [redis] = named("Deployment", "redis")
     [container] = redis["spec"]["template"]["spec"]["containers"]
     args = dict(zip(container["args"][::2], container["args"][1::2]))
     assert args["--maxmemory-policy"] == "noeviction"
@@ -235,7 +239,7 @@ def test_redis_refuses_writes_rather_than_evict_or_outgrow_its_limit():
 
 
 def test_redis_is_the_official_image_pinned():
-    [redis] = by_kind("Deployment")
+    [redis] = named("Deployment", "redis")
     [container] = redis["spec"]["template"]["spec"]["containers"]
     name, _, tag = container["image"].partition(":")
     assert name == "redis" and tag and tag != "latest"
