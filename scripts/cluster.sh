@@ -312,7 +312,9 @@ down() {
 
 # COMMAND in the simulated cluster's namespaces, where its API server and pods are.
 exec_in() {
-  [ "${1:-}" = --sim ] && [ "${2:-}" = -- ] && [ $# -gt 2 ] || die "usage: scripts/cluster.sh exec --sim -- COMMAND [ARGS...]"
+  if [ "${1:-}" != --sim ] || [ "${2:-}" != -- ] || [ $# -le 2 ]; then
+    die "usage: scripts/cluster.sh exec --sim -- COMMAND [ARGS...]"
+  fi
   shift 2
   pick_target --sim
   node_holder_alive || die "no simulated cluster runs ($SIM_DIR): scripts/cluster.sh up --sim"
@@ -322,7 +324,7 @@ exec_in() {
 
 # An OCI image archive into the simulated node's containerd (the Tiltfile's image builds).
 import_image() {
-  [ "${1:-}" = --sim ] && [ -f "${2:-}" ] || die "usage: scripts/cluster.sh import --sim ARCHIVE.tar"
+  if [ "${1:-}" != --sim ] || [ ! -f "${2:-}" ]; then die "usage: scripts/cluster.sh import --sim ARCHIVE.tar"; fi
   pick_target --sim
   node_holder_alive || die "no simulated cluster runs ($SIM_DIR): scripts/cluster.sh up --sim"
   node_inside || node_enter "$repo/scripts/cluster.sh" import "$@"

@@ -65,14 +65,8 @@ gate "clippy, host" "fix what clippy says above" cargo clippy --quiet --all-targ
 gate "clippy, wasm32-wasip2" "fix what clippy says above" \
   each_crate cargo clippy --quiet --target wasm32-wasip2 --lib -- -D warnings
 gate ruff "fix what ruff says above (ruff.toml: which checks, which files)" ruff check --quiet .
-# Not yet scripts/tools.sh, scripts/cluster.sh and scripts/cluster/: being rewritten now, to be
-# linted once that lands.
-shell_scripts=()
-for script in scripts/*.sh scripts/lib/*.sh scripts/wasmtime-adapter/*.sh bench/*.sh .ci/run; do
-  case $script in scripts/tools.sh | scripts/cluster.sh) ;; *) shell_scripts+=("$script") ;; esac
-done
 gate shellcheck "fix what shellcheck says above (a finding kept on purpose gets a disable comment saying why)" \
-  shellcheck "${shell_scripts[@]}"
+  shellcheck scripts/*.sh scripts/lib/*.sh scripts/cluster/*.sh scripts/wasmtime-adapter/*.sh bench/*.sh .ci/run
 
 echo "==> building the component with spin.toml's build command"
 build_command=$(sed -n 's/^command = "\(.*\)"$/\1/p' spin.toml)

@@ -24,6 +24,7 @@ NODE_NAME=sim-node
 # Inside the namespace only, so any range will do; the pods' and the Services' as kind's.
 NODE_IP=10.89.0.2
 POD_CIDR=10.244.0.0/24
+# shellcheck disable=SC2034  # sim.sh, which sources this file, gives it to the API server
 SERVICE_CIDR=10.96.0.0/16
 CLUSTER_DNS=$NODE_IP
 # The RuntimeClass handler of the Spin shim: spin-operator's RuntimeClass wasmtime-spin-v2 names it.
@@ -63,7 +64,7 @@ node_cgroup_mounts() { awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/
 node_namespaces() {
   if node_holder_alive; then ok "namespaces held by pid $(node_holder_pid)"; return; fi
   mkdir -p "$SIM_DIR/var/upper" "$SIM_DIR/var/work" "$SIM_DIR/node/sysctl"
-  echo "$(node_cgroup_root)" >"$SIM_DIR/node/cgroup-root"
+  node_cgroup_root >"$SIM_DIR/node/cgroup-root"
   # In a session of its own, as every process of the cluster: a signal to the terminal's or
   # the caller's process group (Ctrl-C, a timeout) does not stop the cluster half-way.
   ( exec setsid unshare --net --mount --propagation private sleep infinity ) </dev/null >/dev/null 2>&1 &
@@ -295,7 +296,7 @@ node_remove() {
     net=$(cat "$SIM_DIR/node/netns")
     for proc in /proc/[0-9]*; do
       pid=${proc#/proc/}
-      [ "$pid" != "$holder" ] && [ "$(readlink "$proc/ns/net" 2>/dev/null)" = "$net" ] && kill -9 "$pid" 2>/dev/null || true
+      if [ "$pid" != "$holder" ] && [ "$(readlink "$proc/ns/net" 2>/dev/null)" = "$net" ]; then kill -9 "$pid" 2>/dev/null || true; fi
     done
   fi
   if [ -f "$SIM_DIR/node/cgroup-root" ]; then
@@ -303,7 +304,7 @@ node_remove() {
     for mount in $(node_cgroup_mounts); do
       [ -d "$mount$root" ] || continue
       # Pods' processes live in their own network namespaces, but in these cgroups.
-      find "$mount$root" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+      find "$mount$root" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done
     done
   fi
   if [ -n "$holder" ]; then
@@ -321,7 +322,7 @@ node_remove() {
     done
     local left
     if left=$(node_cgroups_left "$made"); then
-      echo "$left" | sed 's/^/    cluster.sh: could not remove the cgroup /' >&2
+      while read -r dir; do echo "    cluster.sh: could not remove the cgroup $dir" >&2; done <<<"$left"
     fi
     rm -f "$made"
   fi

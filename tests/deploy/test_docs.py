@@ -14,7 +14,6 @@ what it is, so that anything else found in both is a measured number written twi
 """
 
 import re
-from pathlib import Path
 
 from deploy_helpers import REPO
 
