@@ -121,7 +121,7 @@ echo "==> schema-driven fuzzing of /openapi.json against the real stack (tests/f
 cargo test --quiet --test fuzz -- --ignored --nocapture 2>&1 | tee -a "$log"
 
 echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image, a course laptop faked, the cluster path on a simulated cluster's real control plane (tests/deploy)"
-python -m pytest -q tests/deploy 2>&1 | tee -a "$log"
+python -m pytest -q -rs tests/deploy 2>&1 | tee -a "$log"
 
 echo "==> stored means published and delivery under faults (tests/delivery.rs, tests/chaos.rs, without and with reuse): their output"
 delivery_status=0
