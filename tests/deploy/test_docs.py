@@ -30,7 +30,6 @@ NUMBER_WITH_UNIT = re.compile(rf"(?<![\w.,/-])~?({NUMBER}(?:\s*[–-]\s*{NUMBER}
 SETTINGS = {
     "1 s": "the outbox's wait per event, Dapr's retry interval (resiliency.yaml), probe periods",
     "2 s": "the claim's lease (src/events.rs)",
-    "5 s": "Dapr's default graceful shutdown",
     "10 s": "the outbox's intended wait (Dapr's outbox.go), the operator's watchdog interval",
     "60 s": "pubsub.redis's processingTimeout (scripts/dapr/pubsub.yaml)",
     "600 s": "Spin's default limit per outbound call, which the benchmark's wasmtime serve sets too (-Wtimeout)",
