@@ -20,11 +20,13 @@ SCENARIOS = {
 
 
 def component_files(dest, redis_port, redis_db):
-    """The repo's self-hosted Dapr components, on this run's Redis and database."""
+    """The repo's self-hosted Dapr components, on this run's Redis and database, and the event
+    retries that the subscriber's answer for an event whose write has not landed yet relies on."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("statestore.yaml", "pubsub.yaml", "outbox.yaml"):
+    for name in ("statestore.yaml", "pubsub.yaml"):
         text = (BENCH.parent / "scripts/dapr" / name).read_text().replace("localhost:6379", f"127.0.0.1:{redis_port}")
         (dest / name).write_text(text.rstrip("\n") + f'\n    - name: redisDB\n      value: "{redis_db}"\n')
+    (dest / "resiliency.yaml").write_text((BENCH.parent / "scripts/dapr/resiliency.yaml").read_text())
 
 
 def spin_manifest(wasm, dapr_port):

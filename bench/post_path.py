@@ -79,7 +79,7 @@ def measure(label, wasm):
         redis_port, dapr_port, app_port = free_port(), free_port(), free_port()
         components = work / "components"
         components.mkdir()
-        for name in ("statestore.yaml", "pubsub.yaml", "outbox.yaml", "resiliency.yaml"):
+        for name in ("statestore.yaml", "pubsub.yaml", "resiliency.yaml"):
             (components / name).write_text((REPO / "scripts/dapr" / name).read_text().replace("localhost:6379", f"127.0.0.1:{redis_port}"))
         start_redis(procs, redis_port, SIDECAR_CORES)
         proxy = CountingProxy(dapr_port)

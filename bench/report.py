@@ -159,8 +159,9 @@ def report(data, args):
             "- Production build: the README's push build, `" + " ".join(f"{k}={v}" for k, v in PRODUCTION.items()) +
             f" {' '.join(BUILD)}`.",
             "- What a POST does: the service reads the user's history with its ETag; a new user's (every POST here, "
-            "bench/wrk/scenario.lua) creates it empty and reads it back; then one outbox transaction stores the "
-            "message and its event: four sidecar calls, each on a new connection. The reference saves the latest "
+            "bench/wrk/scenario.lua) is first created empty and read back; then it publishes the message's event and "
+            "writes the history under that ETag in a one-operation state transaction: five sidecar calls, each on a "
+            "new connection. The reference saves the latest "
             "message and publishes (two calls, no concurrency control), as the course did. GET /messages is one "
             "state read in all.",
             "- The course code opens a new httpx client per request, which builds an SSL context each time; "

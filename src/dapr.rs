@@ -27,7 +27,7 @@ pub enum SaveOutcome {
     Conflict,
     /// The write may or may not have run: the answer was lost (a time limit, a connection
     /// that broke), or was an error that a store also gives after running it. Only a
-    /// transaction answers this (`save_state_with_event`); the caller reads the key to know.
+    /// transaction answers this (`save_state_transaction`); the caller reads the key to know.
     Unknown(ApiError),
 }
 
@@ -148,21 +148,19 @@ impl<T: Transport> DaprClient<T> {
         }
     }
 
-    /// `POST /v1.0/state/{store}/transaction` on a store with Dapr's outbox: writes `value`
-    /// under `key` if the key still has `etag`, and publishes `event` to the topic set in the
-    /// store's `outboxPublishTopic`, through the outbox, only once the transaction has run.
-    /// The `outbox.projection` operation is what is published instead of the stored value;
-    /// without `contentType: application/json` Dapr would publish it as Go's text of a map.
-    /// `Unknown` when it may have run all the same: no answer, a broken connection, or
-    /// ERR_STATE_TRANSACTION, which state.redis answers for a stale ETag (nothing stored) and
-    /// for a read that timed out after the transaction was sent (maybe stored).
-    pub fn save_state_with_event(
+    /// `POST /v1.0/state/{store}/transaction` with one operation: writes `value` under `key`
+    /// if the key still has `etag`. A transaction rather than a plain save because its
+    /// failures say whether it ran: state.redis answers ERR_STATE_TRANSACTION with Redis's
+    /// own `ERR …` for a stale ETag (nothing written), and Dapr's words for a connection that
+    /// broke or timed out after the write was sent (maybe written). `Unknown` when it may
+    /// have run all the same: no answer, a broken connection, or ERR_STATE_TRANSACTION; the
+    /// caller reads the key to know.
+    pub fn save_state_transaction(
         &self,
         store: &str,
         key: &str,
         value: &impl Serialize,
         etag: &str,
-        event: &impl Serialize,
     ) -> Result<SaveOutcome, ApiError> {
         let operations = json!({ "operations": [
             { "operation": "upsert", "request": {
@@ -170,11 +168,6 @@ impl<T: Transport> DaprClient<T> {
                 "value": value,
                 "etag": etag,
                 "options": { "concurrency": "first-write", "consistency": "strong" },
-            }},
-            { "operation": "upsert", "request": {
-                "key": key,
-                "value": event,
-                "metadata": { "outbox.projection": "true", "contentType": "application/json" },
             }},
         ]});
         let url = format!("{}/v1.0/state/{}/transaction", self.base_url, store);
@@ -191,13 +184,34 @@ impl<T: Transport> DaprClient<T> {
             _ => {
                 let error = dapr_error(
                     &response,
-                    &format!("saving key {key:?} with its event in state store {store}"),
+                    &format!("saving key {key:?} in a transaction in state store {store}"),
                 );
                 match error.dapr_error_code.as_deref() {
                     Some("ERR_STATE_TRANSACTION") => Ok(SaveOutcome::Unknown(error)),
                     _ => Err(error),
                 }
             }
+        }
+    }
+
+    /// `POST /v1.0/publish/{pubsub}/{topic}`: publishes `event` as JSON, which Dapr wraps in
+    /// a CloudEvent carrying the caller's trace context. 204 once the broker has it.
+    pub fn publish(&self, pubsub: &str, topic: &str, event: &impl Serialize) -> Result<(), ApiError> {
+        let url = format!(
+            "{}/v1.0/publish/{}/{}",
+            self.base_url,
+            pubsub,
+            encode_path_segment(topic)
+        );
+        let event = serde_json::to_value(event).unwrap_or_default();
+        let response = self.call(Method::POST, &url, Some(event))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(dapr_error(
+                &response,
+                &format!("publishing to topic {topic} of pub/sub {pubsub}"),
+            ))
         }
     }
 
@@ -451,15 +465,10 @@ mod tests {
     }
 
     #[test]
-    fn save_with_event_is_one_transaction_with_an_outbox_projection() {
+    fn a_transaction_is_one_upsert_under_the_etag() {
         let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).save_state_with_event(
-            "statestore",
-            "ann",
-            &json!({"a": 1}),
-            "3",
-            &json!({"id": 1}),
-        );
+        let outcome =
+            client(dapr.clone(), None).save_state_transaction("statestore", "ann", &json!({"a": 1}), "3");
         assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
         assert_eq!(
             dapr.calls(),
@@ -470,10 +479,38 @@ mod tests {
             json!({"operations": [
                 {"operation": "upsert", "request": {"key": "ann", "value": {"a": 1}, "etag": "3",
                     "options": {"concurrency": "first-write", "consistency": "strong"}}},
-                {"operation": "upsert", "request": {"key": "ann", "value": {"id": 1},
-                    "metadata": {"outbox.projection": "true", "contentType": "application/json"}}},
             ]})
         );
+    }
+
+    #[test]
+    fn publish_posts_the_event_to_the_topic() {
+        let dapr = Scripted::new().answer(204, &[], "");
+        client(dapr.clone(), None)
+            .publish("pubsub", "message-updated", &json!({"id": 1}))
+            .unwrap();
+        assert_eq!(
+            dapr.calls(),
+            ["POST http://localhost:3500/v1.0/publish/pubsub/message-updated"]
+        );
+        assert_eq!(dapr.json_sent(0), json!({"id": 1}));
+    }
+
+    #[test]
+    fn a_refused_publish_is_502_with_dapr_error_code() {
+        let dapr = Scripted::new().answer(
+            404,
+            &[],
+            r#"{"errorCode":"ERR_PUBSUB_NOT_FOUND","message":"pubsub nope is not found"}"#,
+        );
+        let err = client(dapr, None)
+            .publish("nope", "message-updated", &json!({}))
+            .unwrap_err();
+        assert_eq!(
+            (err.status, err.dapr_error_code.as_deref()),
+            (StatusCode::BAD_GATEWAY, Some("ERR_PUBSUB_NOT_FOUND"))
+        );
+        assert!(err.message.contains("pubsub nope is not found"), "{err}");
     }
 
     #[test]
@@ -519,7 +556,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
         ] {
             match client
-                .save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1))
+                .save_state_transaction("statestore", "ann", &json!(1), "3")
                 .unwrap()
             {
                 SaveOutcome::Unknown(why) => assert_eq!(why.status, expected, "{why}"),
@@ -531,24 +568,24 @@ mod tests {
     #[test]
     fn a_transaction_that_never_reached_the_sidecar_is_an_error() {
         let err = client(Scripted::new().refuse(), None)
-            .save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1))
+            .save_state_transaction("statestore", "ann", &json!(1), "3")
             .unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]
-    fn save_with_event_passes_on_the_transaction_error() {
+    fn a_transaction_refused_for_another_reason_is_an_error() {
         let dapr = Scripted::new().answer(
-            500,
+            400,
             &[],
-            r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#,
+            r#"{"errorCode":"ERR_STATE_STORE_NOT_FOUND","message":"state store nope is not found"}"#,
         );
         let err = client(dapr, None)
-            .save_state_with_event("statestore", "ann", &json!(1), "3", &json!(1))
+            .save_state_transaction("nope", "ann", &json!(1), "3")
             .unwrap_err();
         assert_eq!(
             (err.status, err.dapr_error_code.as_deref()),
-            (StatusCode::BAD_GATEWAY, Some("ERR_PUBLISH_OUTBOX"))
+            (StatusCode::BAD_GATEWAY, Some("ERR_STATE_STORE_NOT_FOUND"))
         );
     }
 
@@ -662,9 +699,7 @@ mod tests {
             .answer(204, &[], "");
         let client = client(dapr.clone(), Some("s3cret"));
         client.get_state("statestore", "ann").unwrap();
-        client
-            .save_state_with_event("statestore", "ann", &json!({}), "1", &json!({}))
-            .unwrap();
+        client.publish("pubsub", "message-updated", &json!({})).unwrap();
         client.outbound_health().unwrap();
         assert!(dapr
             .sent
@@ -690,9 +725,7 @@ mod tests {
         client
             .save_state("statestore", "ann", &json!(1), Precondition::Missing, None)
             .unwrap();
-        client
-            .save_state_with_event("statestore", "ann", &json!({}), "1", &json!({}))
-            .unwrap();
+        client.publish("pubsub", "message-updated", &json!({})).unwrap();
         for request in dapr.sent.borrow().iter() {
             assert_eq!(request.headers()["traceparent"], parent, "{}", request.uri());
             assert_eq!(

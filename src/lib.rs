@@ -3,10 +3,10 @@
 //! - `routes`: the HTTP API (a route table, handlers that read like the API docs).
 //! - `openapi`: `GET /openapi.json`, the API described (src/openapi.json).
 //! - `request`: reading a request's headers, query and JSON body.
-//! - `messages`: the message domain: validation, the bounded per-user history, the event.
-//! - `append`: storing a message and publishing its event in one transaction (Dapr's
-//!   outbox), and settling a transaction whose answer was lost.
-//! - `events`: the subscriber's check of each delivery (phantom, duplicate) and its claim.
+//! - `messages`: the message domain: validation, the bounded per-user history.
+//! - `delivery`: every stored message's event delivered, and acted on once: the POST
+//!   publishes, then stores (`delivery/publish.rs`); the subscriber checks each delivery
+//!   against the history and claims it (`delivery/subscribe.rs`).
 //! - `ids`: random ids from wasi:random.
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
 //! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.
@@ -14,11 +14,10 @@
 //! - `config`: settings from Spin variables, with defaults for a Dapr sidecar.
 //! - `error`: the one JSON error type every failure becomes.
 
-pub mod append;
 pub mod config;
 pub mod dapr;
+pub mod delivery;
 pub mod error;
-pub mod events;
 pub mod ids;
 pub mod messages;
 pub mod openapi;

@@ -1,6 +1,5 @@
-//! The message domain: what a valid message is, the bounded per-user history kept in the
-//! state store, and the event published with each stored message. Storing is append.rs,
-//! the subscriber's checks events.rs; both build on this.
+//! The message domain: what a valid message is, and the bounded per-user history kept in the
+//! state store. Storing a message and delivering its event build on this (src/delivery/).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,10 +14,9 @@ use crate::transport::Transport;
 
 pub const MAX_USER_ID_BYTES: usize = 128;
 pub const MAX_MESSAGE_BYTES: usize = 4096;
-/// How long the subscriber's records of a write (its claim, the mark of a write that did not
-/// store) are kept: far longer than any redelivery, which comes within seconds (the
-/// resiliency policy) or minutes (pubsub.redis `processingTimeout`).
-pub const RECORD_TTL_SECONDS: u32 = 24 * 3600;
+/// For how many of the newest messages a history keeps the write that stored each, whatever
+/// its limit: about 45 bytes each.
+pub const MIN_WRITE_IDS: usize = 100;
 
 /// A message as stored in a user's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,9 +34,11 @@ pub struct History {
     pub next_id: u64,
     /// Oldest first, at most the configured limit.
     pub messages: Vec<StoredMessage>,
-    /// The write that stored each kept message, by message id: a random id per attempt,
-    /// which the message's event carries too, so that the subscriber can tell the event of a
-    /// write that landed from one whose transaction failed (events.rs). Not part of the API.
+    /// The write that stored each of the newest messages, by message id: a random id per
+    /// attempt, which the message's event carries too, so that the subscriber can tell the
+    /// event of a write that landed from one whose write never did (src/delivery/). Kept for
+    /// at least `MIN_WRITE_IDS` messages, past a smaller limit, since an event may come after
+    /// its message has left the history. Not part of the API.
     #[serde(default)]
     pub write_ids: BTreeMap<u64, String>,
 }
@@ -62,24 +62,29 @@ impl History {
         self.messages.push(stored.clone());
         self.write_ids.insert(id, write_id);
         let excess = self.messages.len().saturating_sub(limit);
-        for dropped in self.messages.drain(..excess) {
-            self.write_ids.remove(&dropped.id);
-        }
+        self.messages.drain(..excess);
+        let oldest_write = id.saturating_sub(limit.max(MIN_WRITE_IDS) as u64);
+        self.write_ids.retain(|&kept, _| kept > oldest_write);
         stored
     }
 
     /// Whether write `write_id` stored message `id` with `text`, as far as this history can
-    /// tell: a message the limit dropped is `Forgotten`, whoever stored it.
+    /// tell: for a message the limit dropped, by its write id while the history keeps it
+    /// (`MIN_WRITE_IDS`); past that the message is `Forgotten`, whoever stored it.
     pub fn stored_by(&self, id: u64, text: &str, write_id: &str) -> Stored {
-        let first_kept = self.messages.first().map_or(self.next_id + 1, |m| m.id);
         if id > self.next_id {
             return Stored::No;
         }
-        if id < first_kept {
-            return Stored::Forgotten;
-        }
-        let kept = self.messages.iter().any(|m| m.id == id && m.message == text);
-        if kept && self.write_ids.get(&id).is_some_and(|w| w == write_id) {
+        let Some(stored_by) = self.write_ids.get(&id) else {
+            let first_kept = self.messages.first().map_or(self.next_id + 1, |m| m.id);
+            return if id < first_kept {
+                Stored::Forgotten
+            } else {
+                Stored::No
+            };
+        };
+        let text_kept = self.messages.iter().all(|m| m.id != id || m.message == text);
+        if stored_by == write_id && text_kept {
             Stored::Yes
         } else {
             Stored::No
@@ -92,16 +97,9 @@ impl History {
 pub enum Stored {
     Yes,
     No,
-    /// The message with that id was stored and then dropped by the limit: the history no
-    /// longer knows by which write.
+    /// The message with that id was stored and then dropped by the limit, long enough ago
+    /// that the history no longer knows by which write.
     Forgotten,
-}
-
-/// The key that marks a write whose transaction did not store its message, for the
-/// subscriber to tell its event (a phantom) once the history has forgotten that message id.
-/// User ids cannot contain '/', so no history has this key.
-pub fn unstored_key(write_id: &str) -> String {
-    format!("unstored/{write_id}")
 }
 
 /// A validated request to store a message.
@@ -186,37 +184,6 @@ impl<T: Transport> Messages<'_, T> {
             )
         })?;
         Ok(Some((history, entry.etag)))
-    }
-
-    /// Whether write `write_id` was marked as one that stored nothing (`unstored_key`).
-    pub fn marked_unstored(&self, write_id: &str) -> Result<bool, ApiError> {
-        Ok(self
-            .dapr
-            .get_state(&self.config.state_store, &unstored_key(write_id))?
-            .is_some())
-    }
-}
-
-/// The event published to the topic for each stored message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageEvent {
-    pub user_id: String,
-    pub message: String,
-    pub id: u64,
-    pub created_at: String,
-    /// The write that stored the message (`History::write_ids`).
-    pub write_id: String,
-}
-
-impl MessageEvent {
-    pub fn of(user_id: &str, stored: &StoredMessage, write_id: String) -> MessageEvent {
-        MessageEvent {
-            user_id: user_id.to_string(),
-            message: stored.message.clone(),
-            id: stored.id,
-            created_at: stored.created_at.clone(),
-            write_id,
-        }
     }
 }
 
@@ -306,9 +273,24 @@ mod tests {
         assert_eq!(history.next_id, 5);
         assert_eq!(
             history.write_ids.keys().copied().collect::<Vec<_>>(),
-            [3, 4, 5],
-            "write ids are dropped with their messages"
+            [1, 2, 3, 4, 5],
+            "the writes of the newest MIN_WRITE_IDS messages are kept beyond the limit"
         );
+    }
+
+    #[test]
+    fn write_ids_are_kept_for_the_newest_min_write_ids_messages_or_the_limit() {
+        for limit in [1, MIN_WRITE_IDS + 20] {
+            let mut history = History::default();
+            for n in 1..=MIN_WRITE_IDS as u64 + 50 {
+                history.append(format!("m{n}"), "t".into(), limit, format!("w{n}"));
+            }
+            assert_eq!(history.write_ids.len(), limit.max(MIN_WRITE_IDS), "limit {limit}");
+            assert_eq!(
+                history.write_ids.keys().last(),
+                Some(&(MIN_WRITE_IDS as u64 + 50))
+            );
+        }
     }
 
     #[test]
@@ -329,16 +311,23 @@ mod tests {
     }
 
     #[test]
-    fn a_message_the_limit_dropped_is_forgotten_not_denied() {
+    fn a_message_the_limit_dropped_is_judged_by_its_write_then_forgotten() {
         let mut history = History::default();
         for n in 1..=3 {
             history.append(format!("m{n}"), "t".into(), 1, format!("w{n}"));
         }
-        assert_eq!(history.stored_by(1, "m1", "w1"), Stored::Forgotten);
-        assert_eq!(history.stored_by(2, "m2", "w-other"), Stored::Forgotten);
+        assert_eq!(history.stored_by(1, "m1", "w1"), Stored::Yes);
+        assert_eq!(history.stored_by(2, "m2", "w-other"), Stored::No);
         assert_eq!(history.stored_by(3, "m3", "w3"), Stored::Yes);
         assert_eq!(history.stored_by(4, "m4", "w4"), Stored::No);
         assert_eq!(History::default().stored_by(1, "m", "w"), Stored::No);
+        history.write_ids.clear();
+        assert_eq!(history.stored_by(1, "m1", "w1"), Stored::Forgotten);
+        assert_eq!(
+            history.stored_by(3, "m3", "w3"),
+            Stored::No,
+            "kept, but not by that write"
+        );
     }
 
     #[test]

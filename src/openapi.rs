@@ -147,14 +147,17 @@ mod tests {
         let history =
             r#"{"next_id":1,"messages":[{"id":1,"message":"hi","created_at":"t"}],"write_ids":{"1":"w1"}}"#;
         // The event's message is stored, by the write it names, its claim is taken and marked done.
-        let holding_the_event = Scripted::new()
-            .answer(200, &[("etag", "2")], history)
-            .answer(204, &[], "")
-            .answer(204, &[], "");
+        let holding_the_event = || {
+            Scripted::new()
+                .answer(200, &[("etag", "2")], history)
+                .answer(204, &[], "")
+                .answer(204, &[], "")
+        };
         let dapr_error = r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#;
         let timed_out = || SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into());
-        let event = r#"{"data":{"user_id":"ann","message":"hi","id":1,"created_at":"t","write_id":"w1"}}"#;
-        // A new user's POST: no history, the empty one created, read back, the outbox transaction.
+        let event = r#"{"data":{"user_id":"ann","message":"hi","id":1,"created_at":"t","write_id":"w1","etag":"1","published_ms":1}}"#;
+        // A new user's POST: no history, the empty one created, read back, the event
+        // published, the transaction.
         let new_users_post = Scripted::new()
             .answer(204, &[], "")
             .answer(204, &[], "")
@@ -163,6 +166,7 @@ mod tests {
                 &[("etag", "1")],
                 r#"{"next_id":0,"messages":[],"write_ids":{}}"#,
             )
+            .answer(204, &[], "")
             .answer(204, &[], "");
         let (get, post) = (Method::Get, Method::Post);
         let messages = "/messages/:user_id";
@@ -198,7 +202,7 @@ mod tests {
             case(get.clone(), "/dapr/subscribe", "/dapr/subscribe").setting("pubsub_name", "no/slash"),
             case(post.clone(), "/events/message-updated", "/events/message-updated")
                 .body("application/cloudevents+json", event)
-                .sidecar(holding_the_event),
+                .sidecar(holding_the_event()),
             case(post.clone(), "/events/message-updated", "/events/message-updated")
                 .body("application/cloudevents+json", event)
                 .setting("app_api_token", "secret"),
@@ -214,7 +218,17 @@ mod tests {
                 .body("application/cloudevents+json", event)
                 .sidecar(Scripted::new().fail(timed_out())),
             case(post.clone(), "/events/dead-letter", "/events/dead-letter")
-                .body("application/cloudevents+json", event),
+                .body("application/cloudevents+json", event)
+                .sidecar(holding_the_event()),
+            case(post.clone(), "/events/dead-letter", "/events/dead-letter")
+                .body("application/cloudevents+json", event)
+                .sidecar(Scripted::new().refuse()),
+            case(post.clone(), "/events/dead-letter", "/events/dead-letter")
+                .body("application/cloudevents+json", event)
+                .sidecar(Scripted::new().answer(500, &[], dapr_error)),
+            case(post.clone(), "/events/dead-letter", "/events/dead-letter")
+                .body("application/cloudevents+json", event)
+                .sidecar(Scripted::new().fail(timed_out())),
             case(post.clone(), "/events/dead-letter", "/events/dead-letter")
                 .body("application/cloudevents+json", event)
                 .setting("app_api_token", "secret"),

@@ -18,8 +18,8 @@ use spin_sdk::http::{IntoResponse, Request, Response};
 
 use crate::config::Config;
 use crate::dapr::DaprClient;
+use crate::delivery::{parse_cloud_event, DeliveryError, MessageEvent, Verdict, MAX_SAVE_ATTEMPTS};
 use crate::error::{json_response, ApiError};
-use crate::events::{parse_cloud_event, Verdict};
 use crate::messages::{validate_user_id, Messages, NewMessage};
 use crate::openapi;
 use crate::request::{header, message_fields, percent_decode};
@@ -175,7 +175,7 @@ fn readyz<T: Transport>(app: &App<T>) -> Result<Response, ApiError> {
 fn post_message<T: Transport>(app: &App<T>, request: &Request) -> Result<Response, ApiError> {
     let fields = message_fields(request)?;
     let new = NewMessage::parse(fields.user_id, fields.message)?;
-    let stored = app.messages().store_and_publish(&new)?;
+    let stored = app.messages().store_and_publish(&new).map_err(delivery_error)?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({
@@ -238,73 +238,124 @@ fn check_app_token<T: Transport>(app: &App<T>, request: &Request) -> Result<(), 
     }
 }
 
-/// Dapr retries an event unless the answer is 2xx with status SUCCESS or DROP, and after the
-/// retries of scripts/dapr/resiliency.yaml moves it to the dead-letter topic. An event that
-/// cannot be parsed will never parse, so it is dropped (and logged), not retried. A phantom
-/// or a duplicate (events.rs) is handled by ignoring it, logged with its own line.
+/// What each way a POST or a delivery can fail answers: the one place delivery's outcomes
+/// become HTTP.
+fn delivery_error(error: DeliveryError) -> ApiError {
+    match error {
+        DeliveryError::Dapr(e) => e,
+        DeliveryError::NotStored(e) => ApiError {
+            message: format!("{}; nothing was stored", e.message),
+            ..e
+        },
+        DeliveryError::MaybeStored { first, settling } => ApiError {
+            message: format!(
+                "{}; then, reading the history to settle it: {}; the message may have been stored: \
+                 read the history before you retry",
+                first.message, settling
+            ),
+            ..first
+        },
+        DeliveryError::Contended { user_id } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many concurrent writes for user {user_id:?}: gave up after {MAX_SAVE_ATTEMPTS} attempts; \
+                 nothing was stored, try again"
+            ),
+        ),
+        DeliveryError::NotYet(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Which subscription delivered an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subscription {
+    Topic,
+    DeadLetters,
+}
+
 fn receive_event<T: Transport>(app: &App<T>, request: &Request) -> Result<Response, ApiError> {
+    receive(app, request, Subscription::Topic)
+}
+
+fn receive_dead_letter<T: Transport>(app: &App<T>, request: &Request) -> Result<Response, ApiError> {
+    receive(app, request, Subscription::DeadLetters)
+}
+
+/// Dapr retries an event unless the answer is 2xx with status SUCCESS or DROP, and after the
+/// retries of scripts/dapr/resiliency.yaml moves it to the dead-letter topic, whose route
+/// decides by the same rule (src/delivery/): act on a stored message's event once, ignore a
+/// phantom or a duplicate, and answer 503 while its write may still land, so that Dapr
+/// delivers it again. An event that cannot be parsed will never parse: it is logged and
+/// dropped. On the dead-letter route, an event that fails for good (the state holds a value
+/// this service cannot read) is logged and taken, so that it is not retried forever; it
+/// stays in the dead-letter topic's Redis stream (up to its `maxLenApprox`), to read or replay.
+fn receive<T: Transport>(app: &App<T>, request: &Request, from: Subscription) -> Result<Response, ApiError> {
     check_app_token(app, request)?;
-    let status = match parse_cloud_event(request.body()) {
-        Ok(event) => {
-            // The trace Dapr delivers the event in (under the outbox, not the POST's: README, Tracing).
-            let trace = header(request, "traceparent")
-                .and_then(trace_id)
-                .map(|id| format!(" trace_id={id}"))
-                .unwrap_or_default();
-            let messages = app.messages();
-            match messages.verdict(&event)? {
-                Verdict::Act { delivery, replaces } => {
-                    let replaced = if replaces.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" replaces={}", replaces.join(","))
-                    };
-                    println!(
-                        "Received event: user_id={:?} message={:?} id={} \
-                         delivery={delivery}{replaced}{trace}",
-                        event.user_id, event.message, event.id
-                    );
-                    // The line is out: a failure to record that is no reason for Dapr to deliver
-                    // again. A later delivery then finds the claim not done and, past the lease,
-                    // acts again, naming this delivery (events.rs).
-                    if let Err(e) = messages.complete(&event, &delivery) {
-                        eprintln!(
-                            "warning: event of message {} of user {:?} handled by delivery {delivery}, \
-                             but not recorded as done: {e}",
-                            event.id, event.user_id
-                        );
-                    }
-                }
-                Verdict::Phantom(why) => println!("Ignored phantom event: {why}{trace}"),
-                Verdict::Duplicate { delivery } => println!(
-                    "Ignored duplicate event: user_id={:?} id={} write {} \
-                     (handled by delivery {delivery}){trace}",
-                    event.user_id, event.id, event.write_id
-                ),
-            }
-            "SUCCESS"
+    let event = match parse_cloud_event(request.body()) {
+        Ok(event) => event,
+        Err(why) if from == Subscription::DeadLetters => {
+            println!("Dead-lettered event: not a message event ({why})");
+            return Ok(event_status("SUCCESS"));
         }
         Err(why) => {
             println!("Dropped event: {why}");
-            "DROP"
+            return Ok(event_status("DROP"));
         }
     };
-    Ok(json_response(StatusCode::OK, &json!({ "status": status })))
+    // The trace Dapr delivers the event in: the POST's, which published it.
+    let trace = header(request, "traceparent")
+        .and_then(trace_id)
+        .map(|id| format!(" trace_id={id}"))
+        .unwrap_or_default();
+    let messages = app.messages();
+    match messages.verdict(&event) {
+        Ok(Verdict::Act { delivery, replaces }) => {
+            let replaced = if replaces.is_empty() {
+                String::new()
+            } else {
+                format!(" replaces={}", replaces.join(","))
+            };
+            println!(
+                "Received event: user_id={:?} message={:?} id={} delivery={delivery}{replaced}{trace}",
+                event.user_id, event.message, event.id
+            );
+            // The line is out: a failure to record that is no reason for Dapr to deliver
+            // again. A later delivery then finds the claim not done and, past the lease,
+            // acts again, naming this delivery (src/delivery/subscribe.rs).
+            if let Err(e) = messages.complete(&event, &delivery) {
+                eprintln!(
+                    "warning: event of message {} of user {:?} handled by delivery {delivery}, \
+                     but not recorded as done: {e}",
+                    event.id, event.user_id
+                );
+            }
+        }
+        Ok(Verdict::Phantom(why)) => println!("Ignored phantom event: {why}{trace}"),
+        Ok(Verdict::Duplicate { delivery }) => println!(
+            "Ignored duplicate event: user_id={:?} id={} write {} (handled by delivery {delivery}){trace}",
+            event.user_id, event.id, event.write_id
+        ),
+        Err(e) if from == Subscription::DeadLetters && !e.is_transient() => {
+            println!(
+                "Dead-lettered event: {}: {}",
+                describe(&event),
+                delivery_error(e).message
+            );
+        }
+        Err(e) => return Err(delivery_error(e)),
+    }
+    Ok(event_status("SUCCESS"))
 }
 
-/// An event the event route did not take, for an operator to see: one line, then SUCCESS,
-/// whatever the event holds, so that a dead letter is never retried. The event itself stays
-/// in the dead-letter topic's Redis stream (up to its `maxLenApprox`), to read or replay.
-fn receive_dead_letter<T: Transport>(app: &App<T>, request: &Request) -> Result<Response, ApiError> {
-    check_app_token(app, request)?;
-    match parse_cloud_event(request.body()) {
-        Ok(event) => println!(
-            "Dead-lettered event: user_id={:?} message={:?} id={} write {}",
-            event.user_id, event.message, event.id, event.write_id
-        ),
-        Err(why) => println!("Dead-lettered event: not a message event ({why})"),
-    }
-    Ok(json_response(StatusCode::OK, &json!({ "status": "SUCCESS" })))
+fn describe(event: &MessageEvent) -> String {
+    format!(
+        "user_id={:?} message={:?} id={} write {}",
+        event.user_id, event.message, event.id, event.write_id
+    )
+}
+
+fn event_status(status: &str) -> Response {
+    json_response(StatusCode::OK, &json!({ "status": status }))
 }
 
 #[cfg(test)]
@@ -354,13 +405,15 @@ mod tests {
     const JSON: (&str, &str) = ("content-type", "application/json");
 
     /// A sidecar that stores a new user's first message with its event: the history is
-    /// missing, created empty, read back with its ETag, then written in the transaction.
+    /// missing, created empty, read back with its ETag, the event published, then the
+    /// history written in a transaction.
     fn accepting() -> Rc<Scripted> {
         let empty = r#"{"next_id":0,"messages":[],"write_ids":{}}"#;
         Scripted::new()
             .answer(204, &[], "")
             .answer(204, &[], "")
             .answer(200, &[("etag", "1")], empty)
+            .answer(204, &[], "")
             .answer(204, &[], "")
     }
 
@@ -377,7 +430,10 @@ mod tests {
     fn ann_w1_event() -> String {
         json!({
             "type": "com.dapr.event.sent",
-            "data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t", "write_id": "w1"}
+            "data": {
+                "user_id": "ann", "message": "hi", "id": 1, "created_at": "t", "write_id": "w1",
+                "etag": "1", "published_ms": 1
+            }
         })
         .to_string()
     }
@@ -405,10 +461,13 @@ mod tests {
         assert_eq!(body["message"]["message"], "Hello Dapr!");
         assert_eq!(body["message"]["id"], 1);
         assert_eq!(
-            dapr.calls()[3],
-            "POST http://localhost:3500/v1.0/state/statestore/transaction"
+            dapr.calls()[3..],
+            [
+                "POST http://localhost:3500/v1.0/publish/pubsub/message-updated",
+                "POST http://localhost:3500/v1.0/state/statestore/transaction"
+            ]
         );
-        let event = &dapr.json_sent(3)["operations"][1]["request"]["value"];
+        let event = &dapr.json_sent(3);
         assert_eq!(
             (
                 event["user_id"].clone(),
@@ -432,8 +491,8 @@ mod tests {
             "",
         );
         assert_eq!(status, 201);
-        // A new user's POST: read, create, read again, then the outbox transaction.
-        assert_eq!(dapr.sent.borrow().len(), 4);
+        // A new user's POST: read, create, read again, publish, then the transaction.
+        assert_eq!(dapr.sent.borrow().len(), 5);
         assert!(dapr
             .sent
             .borrow()
@@ -636,9 +695,9 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_letter_is_taken_whatever_it_holds_and_calls_no_dapr() {
+    fn a_dead_letter_that_is_no_message_event_is_taken_without_a_dapr_call() {
         let ce = ("content-type", "application/cloudevents+json");
-        for body in [ann_w1_event().as_str(), "garbage", ""] {
+        for body in ["garbage", ""] {
             let dapr = Scripted::new();
             assert_eq!(
                 call(&dapr, Method::Post, DEAD_LETTER_ROUTE, &[ce], body),
@@ -647,6 +706,38 @@ mod tests {
             );
             assert!(dapr.calls().is_empty());
         }
+    }
+
+    #[test]
+    fn a_dead_letter_is_judged_by_the_same_rule() {
+        let ce = ("content-type", "application/cloudevents+json");
+        let stored = holding_ann_w1();
+        assert_eq!(
+            call(&stored, Method::Post, DEAD_LETTER_ROUTE, &[ce], &ann_w1_event()),
+            (200, json!({"status": "SUCCESS"}))
+        );
+        assert_eq!(
+            stored.calls()[1],
+            "POST http://localhost:3500/v1.0/state/statestore",
+            "claimed, to act on it"
+        );
+        // Dapr's own failure may pass: not 2xx, so that Dapr delivers it again.
+        let unreachable =
+            Scripted::new().answer(500, &[], r#"{"errorCode":"ERR_STATE_GET","message":"boom"}"#);
+        let (status, _) = call(
+            &unreachable,
+            Method::Post,
+            DEAD_LETTER_ROUTE,
+            &[ce],
+            &ann_w1_event(),
+        );
+        assert_eq!(status, 502);
+        // A history this service cannot read stays so: taken, not retried forever.
+        let corrupt = Scripted::new().answer(200, &[("etag", "1")], r#"{"messages":"not a list"}"#);
+        assert_eq!(
+            call(&corrupt, Method::Post, DEAD_LETTER_ROUTE, &[ce], &ann_w1_event()),
+            (200, json!({"status": "SUCCESS"}))
+        );
     }
 
     #[test]
@@ -671,7 +762,9 @@ mod tests {
     #[test]
     fn a_phantom_event_is_ignored_not_retried() {
         let ce = ("content-type", "application/cloudevents+json");
-        let dapr = Scripted::new().answer(204, &[], "");
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "1")], "{}");
         assert_eq!(
             call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()),
             (200, json!({"status": "SUCCESS"}))
@@ -727,7 +820,7 @@ mod tests {
         );
         assert_eq!(status, 401, "the dead-letter route too");
         let (status, ..) = send(
-            &Scripted::new(),
+            &holding_ann_w1(),
             config,
             Method::Post,
             DEAD_LETTER_ROUTE,

@@ -210,7 +210,12 @@ pub(crate) mod scripted {
                 let saved = sent
                     .iter()
                     .rev()
-                    .find(|r| r.method() == http::Method::POST && !r.uri().path().ends_with("/transaction"))
+                    .find(|r| {
+                        let path = r.uri().path();
+                        r.method() == http::Method::POST
+                            && path.starts_with("/v1.0/state/")
+                            && !path.ends_with("/transaction")
+                    })
                     .expect("no save was sent");
                 let body: serde_json::Value = serde_json::from_slice(saved.body()).unwrap();
                 Ok(response(200, &[("etag", &etag)], &body[0]["value"].to_string()))

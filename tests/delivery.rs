@@ -1,6 +1,6 @@
-//! Stored means published, on the real stack (tests/support): a message is stored together
-//! with its event through Dapr's outbox, or not at all; the subscriber acts once per stored
-//! message and ignores phantoms (events of failed transactions) and duplicates.
+//! Stored means published, on the real stack (tests/support): a POST publishes its event,
+//! then stores its message (src/delivery/); the subscriber acts once per stored message and
+//! ignores phantoms (events of writes that never landed) and duplicates.
 //! Each test writes what it filtered to stderr, uncaptured, so that the counts show in CI.
 
 mod support;
@@ -16,8 +16,8 @@ use support::{Options, Reply, Stack};
 /// The message's (id, text), as stored and as logged.
 type Message = (u64, String);
 
-/// How long Dapr may take to deliver: the outbox waits 1 s per event, and after a pub/sub
-/// outage takes a failed hand-over up again after 30 s (scripts/dapr/outbox.yaml).
+/// How long Dapr may take to deliver: an event pubsub.redis could not hand over comes again
+/// after its `processingTimeout` (60 s, scripts/dapr/pubsub.yaml).
 const DELIVERY: Duration = Duration::from_secs(90);
 
 fn post(port: u16, user_id: &str, message: &str) -> Reply {
@@ -174,7 +174,7 @@ fn pub_sub_down_never_stores_without_an_event() {
 
     let port = stack.app_port;
     let stop = AtomicBool::new(false);
-    let (during, background, pending_in_outage) = std::thread::scope(|scope| {
+    let (during, background) = std::thread::scope(|scope| {
         let background = scope.spawn(|| {
             let mut replies = Vec::new();
             for n in 0.. {
@@ -195,25 +195,18 @@ fn pub_sub_down_never_stores_without_an_event() {
             .map(|n| (format!("during-{n}"), post(port, "ann", &format!("during-{n}"))))
             .collect();
         std::thread::sleep(Duration::from_secs(2));
-        // Stored, but not delivered yet: the outbox hands an event on 1 s after its
-        // transaction, so the last second's messages before the outage are among these.
-        let received: BTreeSet<Message> = handled(&stack.app_output_lines(), "ann")
-            .received
-            .into_iter()
-            .collect();
-        let pending: BTreeSet<Message> = stored(&stack, "ann").difference(&received).cloned().collect();
         stack.start_pubsub_redis();
         std::thread::sleep(Duration::from_secs(2));
         stop.store(true, Ordering::SeqCst);
-        (during, background.join().unwrap(), pending)
+        (during, background.join().unwrap())
     });
-    assert!(
-        !pending_in_outage.is_empty(),
-        "no stored message waited for its event through the outage: the test missed its case"
-    );
     for (text, reply) in &during {
         assert_eq!(reply.status, 502, "{text}: {reply:?}");
-        assert_eq!(reply.json()["dapr_error_code"], "ERR_PUBLISH_OUTBOX", "{reply:?}");
+        assert_eq!(
+            reply.json()["dapr_error_code"],
+            "ERR_PUBSUB_PUBLISH_MESSAGE",
+            "{reply:?}"
+        );
         assert!(
             reply.json()["error"]
                 .as_str()
@@ -259,8 +252,8 @@ fn pub_sub_down_never_stores_without_an_event() {
     assert_one_event_per_stored_message(&stored, &handled.received, &stack.logs());
     let refused = background.iter().filter(|(_, status)| *status != 201).count();
     report("pub/sub down", format!(
-        "{} POSTs all along: {} answered 201, {refused} refused; {} messages stored, each with one event, {} of them delivered only after the recovery; filtered: {} phantom, {} duplicate deliveries",
-        background.len(), background.len() - refused, stored.len(), pending_in_outage.len(), handled.phantoms, handled.duplicates
+        "{} POSTs all along: {} answered 201, {refused} refused; {} messages stored, each with one event; filtered: {} phantom, {} duplicate deliveries",
+        background.len(), background.len() - refused, stored.len(), handled.phantoms, handled.duplicates
     ));
 }
 
@@ -295,7 +288,7 @@ fn two_replicas_lose_no_update_and_handle_each_event_once() {
 
 /// The same delivery reaches both replicas at once, twice each, as a redelivery after a lost
 /// answer can: one consumer group alone would never hand an event to two replicas, so only
-/// the claim (events.rs) keeps this to one `Received event` line per message. The messages
+/// the claim (src/delivery/subscribe.rs) keeps this to one `Received event` line per message. The messages
 /// are stored straight through Dapr's state API, so Dapr itself publishes no event for them.
 #[test]
 fn both_replicas_given_the_same_delivery_act_on_it_once() {
@@ -319,7 +312,7 @@ fn both_replicas_given_the_same_delivery_act_on_it_once() {
 
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = (1..=count).flat_map(|id| (0..4).map(move |copy| (id, copy))).map(|(id, copy)| scope.spawn(move || {
-            let event = json!({"data": {"user_id": "twice", "message": format!("m{id}"), "id": id, "created_at": "t", "write_id": format!("w-twice-{id}")}}).to_string();
+            let event = json!({"data": {"user_id": "twice", "message": format!("m{id}"), "id": id, "created_at": "t", "write_id": format!("w-twice-{id}"), "etag": "1", "published_ms": 1}}).to_string();
             // A 503 means another delivery holds the claim and may be at work: Dapr would deliver again, so do we.
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -354,9 +347,10 @@ fn both_replicas_given_the_same_delivery_act_on_it_once() {
     ));
 }
 
-/// With a history of one message, every event arrives after its message has been dropped
+/// With a history of one message, most events arrive after their message has been dropped
 /// from the history: the subscriber must still act on each stored message once, and on no
-/// phantom of the many lost races, which it tells apart by the `unstored/` marks (append.rs).
+/// phantom of the many lost races, which it tells apart by the write ids the history keeps
+/// past its limit (`MIN_WRITE_IDS`).
 #[test]
 fn the_history_limit_neither_loses_events_nor_lets_phantoms_through() {
     let mut stack = Stack::start_with_env(&[("SPIN_VARIABLE_MESSAGE_HISTORY_LIMIT", "1")]);
@@ -398,70 +392,93 @@ fn the_history_limit_neither_loses_events_nor_lets_phantoms_through() {
     ));
 }
 
-/// The course's state store (and `dapr init`'s) has no outbox settings. Measured with daprd
-/// 1.18.1: the transaction then fails (500 ERR_STATE_TRANSACTION: state.redis runs the
-/// projection as a RedisJSON command that Redis lacks), yet the history write has landed.
-/// The POST must say what is missing, store one copy, and not retry.
+/// The course's own components (tests/fixtures/course: no outbox settings, as `dapr init`'s),
+/// with only their Redis address changed: every POST answers 201, and each stored message's
+/// event is acted on once, over two replicas.
 #[test]
-fn a_state_store_without_the_outbox_gets_a_clear_500_and_one_copy() {
-    let stack = Stack::start_with(Options {
-        statestore_without_outbox: true,
+fn the_courses_own_components_work() {
+    let mut stack = Stack::start_with(Options {
+        course_components: true,
         ..Options::default()
     });
-    let started = Instant::now();
-    let reply = post(stack.app_port, "course", "hello");
-    let took = started.elapsed();
-    assert_eq!(reply.status, 500, "{reply:?}");
-    let error = reply.json()["error"].as_str().unwrap().to_string();
-    for says in ["outboxPublishPubsub", "outboxPublishTopic", "no outbox"] {
-        assert!(error.contains(says), "{error} should say {says}");
-    }
+    let ports = [stack.app_port, stack.start_replica().app_port];
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|n| scope.spawn(move || post(ports[n % 2], "course", &format!("m{n}"))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed: Vec<_> = replies.iter().filter(|r| r.status != 201).collect();
+    assert!(failed.is_empty(), "{} of 20 failed: {failed:#?}", failed.len());
+    let both = |s: &Stack| [s.app_output_lines(), s.replica().app_output_lines()].concat();
+    let (stored, handled) = wait_for_events(&mut stack, "course", both);
     assert_eq!(
-        stored(&stack, "course"),
-        BTreeSet::from([(1, "hello".to_string())]),
-        "one copy, not one per attempt"
+        texts(&stored),
+        (0..20).map(|n| format!("m{n}")).collect(),
+        "lost updates"
     );
+    assert_one_event_per_stored_message(&stored, &handled.received, &stack.logs());
     report(
-        "no outbox",
+        "course components",
         format!(
-            "POST answered 500 in {:.0} ms: {error}",
-            took.as_secs_f64() * 1000.0
+            "20 POSTs over two replicas: 20 stored, 20 events acted on; filtered: {} phantom, {} duplicate deliveries",
+            handled.phantoms, handled.duplicates
         ),
     );
 }
 
-/// A phantom made on purpose: the transaction the component sends, with a stale ETag, sent
-/// straight to Dapr. Nothing is stored, Dapr still publishes the event, the subscriber
-/// ignores it.
+/// Phantoms made on purpose, published straight to Dapr as a POST that lost its race, or
+/// died between its publish and its write, would leave them: one conditional on an ETag the
+/// history has moved past, ignored at once; one on the history's current ETag, whose write
+/// may still land until the grace period has passed, then fenced off and ignored. The next
+/// POST stores as usual.
 #[test]
-fn the_event_of_a_failed_transaction_is_ignored() {
+fn events_whose_writes_never_land_are_ignored() {
     let mut stack = Stack::start();
     assert_eq!(post(stack.app_port, "ann", "real").status, 201);
-    let stale = json!({"operations": [
-        {"operation": "upsert", "request": {"key": "ann", "etag": "999", "options": {"concurrency": "first-write"},
-            "value": {"next_id": 2, "messages": [{"id": 2, "message": "never stored", "created_at": "t"}], "write_ids": {"2": "w-phantom"}}}},
-        {"operation": "upsert", "request": {"key": "ann", "metadata": {"outbox.projection": "true", "contentType": "application/json"},
-            "value": {"user_id": "ann", "message": "never stored", "id": 2, "created_at": "t", "write_id": "w-phantom"}}},
-    ]});
-    let reply = support::request(
-        stack.dapr_http_port,
-        "POST",
-        "/v1.0/state/statestore/transaction",
-        &[("content-type", "application/json")],
-        &stale.to_string(),
-    )
-    .unwrap();
-    assert_eq!(reply.status, 500, "{reply:?}");
-    assert!(reply.body.contains("ERR_STATE_TRANSACTION"), "{reply:?}");
-
-    stack.wait_for("the phantom's delivery", DELIVERY, |s| {
-        handled(&s.app_output_lines(), "ann").phantoms == 1
+    let etag = stack.redis_command("HGET dapr-spin-hello||ann version");
+    let etag = etag
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no version in {etag:?}"));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (write_id, etag) in [("w-lost-race", "0"), ("w-died", etag)] {
+        let event = json!({
+            "user_id": "ann", "message": "never stored", "id": 2, "created_at": "t",
+            "write_id": write_id, "etag": etag, "published_ms": now_ms
+        });
+        let reply = support::request(
+            stack.dapr_http_port,
+            "POST",
+            "/v1.0/publish/pubsub/message-updated",
+            &[("content-type", "application/json")],
+            &event.to_string(),
+        )
+        .unwrap();
+        assert_eq!(reply.status, 204, "{reply:?}");
+    }
+    stack.wait_for("both phantoms' deliveries", DELIVERY, |s| {
+        handled(&s.app_output_lines(), "ann").phantoms == 2
     });
+    let lines = stack.app_output_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Ignored phantom event:") && l.contains("fenced off")),
+        "{lines:#?}"
+    );
+    assert_eq!(post(stack.app_port, "ann", "after").status, 201);
     let (stored, handled) = wait_for_events(&mut stack, "ann", Stack::app_output_lines);
-    assert_eq!(stored, BTreeSet::from([(1, "real".to_string())]));
+    assert_eq!(
+        stored,
+        BTreeSet::from([(1, "real".to_string()), (2, "after".to_string())])
+    );
     assert_eq!(
         (handled.received, handled.phantoms),
-        (vec![(1, "real".to_string())], 1)
+        (vec![(1, "real".to_string()), (2, "after".to_string())], 2)
     );
 }
 
@@ -478,8 +495,10 @@ fn a_second_delivery_of_an_event_is_ignored() {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("no write id in {write_id}"));
-    let event =
-        json!({"user_id": "ann", "message": "once", "id": 1, "created_at": "t", "write_id": write_id});
+    let event = json!({
+        "user_id": "ann", "message": "once", "id": 1, "created_at": "t", "write_id": write_id,
+        "etag": "1", "published_ms": 1
+    });
     let reply = support::request(
         stack.dapr_http_port,
         "POST",

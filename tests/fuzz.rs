@@ -76,8 +76,8 @@ fn fuzzing_finds_no_undocumented_answer_and_refused_input_changes_nothing() {
     let stored = stored_per_user(&exchanges);
     let total: u64 = stored.values().sum();
     // State keys are "<app-id>||<user_id>", beside the subscriber's claims "<app-id>||handled/<write id>"
-    // (a user id has no '/'). Each stored message is published to the topic's stream, by the
-    // outbox about a second after its POST.
+    // and the marks of writes that stored nothing "<app-id>||unstored/<write id>" (a user id
+    // has no '/'). Each stored message's event was published to the topic's stream by its POST.
     let histories = r#"EVAL "local n = 0 for _, k in ipairs(redis.call('KEYS', 'dapr-spin-hello||*')) do if not string.find(k, '||handled/', 1, true) then n = n + 1 end end return n" 0"#;
     assert_eq!(
         stack.redis_command(histories),

@@ -1,7 +1,7 @@
 //! W3C trace context end to end: the real daprd traces every call (sampling 1) to a Zipkin
-//! endpoint that this test runs, and the spans of one POST's state calls (its outbox
+//! endpoint that this test runs, and the spans of one POST's calls (its publish and its
 //! transaction among them) carry the trace id of the POST's `traceparent`. The event route
-//! logs the trace id of the delivery Dapr makes.
+//! logs the trace id of the delivery Dapr makes: the POST's.
 
 mod support;
 
@@ -119,11 +119,12 @@ fn one_posts_state_spans_carry_its_trace_id_and_the_event_route_logs_the_deliver
 
     // daprd exports in batches, every few seconds. Its span for each API call names the call
     // (tag dapr.api) and, when the call carried a traceparent, has that trace and parent.
-    // A new user's POST: the read, the empty history's creation, and the outbox transaction
-    // that stores the message with its event.
+    // A new user's POST: the read, the empty history's creation, the event's publish, and the
+    // transaction that stores the message.
     let calls = [
         "GET /v1.0/state/statestore/traced",
         "POST /v1.0/state/statestore",
+        "POST /v1.0/publish/pubsub/message-updated",
         "POST /v1.0/state/statestore/transaction",
     ];
     let carried = |spans: &[Value]| -> Vec<String> {
@@ -162,13 +163,13 @@ fn one_posts_state_spans_carry_its_trace_id_and_the_event_route_logs_the_deliver
             .find(|l| l.starts_with("Received event:"))
             .unwrap()
     };
-    // The event route logs the trace Dapr delivers the event in: that of daprd's delivery
-    // span. Dapr 1.18.1's outbox republishes from its internal topic under a trace of its
-    // own, so this is not the POST's trace (README, Tracing).
+    // The event route logs the trace Dapr delivers the event in: the POST's, whose publish
+    // put it in the CloudEvent, with daprd's delivery span in it.
     let logged = received
         .rsplit_once("trace_id=")
         .map(|(_, id)| id.to_string())
         .unwrap_or_else(|| panic!("no trace id logged: {received}"));
+    assert_eq!(logged, trace_id, "{received}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while zipkin
         .spans_of_trace(&logged)

@@ -111,7 +111,7 @@ fn tokens_both_ways() {
 
     // Anyone else gets a 401 on the event route.
     let event =
-        json!({"data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t", "write_id": "w1"}})
+        json!({"data": {"user_id": "ann", "message": "hi", "id": 1, "created_at": "t", "write_id": "w1", "etag": "1", "published_ms": 1}})
             .to_string();
     assert_eq!(
         stack

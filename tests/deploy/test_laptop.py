@@ -205,15 +205,11 @@ def test_course_laptop_builds_nothing_and_keeps_its_redis(laptop, course_redis):
 
     # The smoke test wrote through daprd into the Redis that was there, under the app-id prefix
     # (its history, and the subscriber's claim of its event); the other app's key is untouched.
-    # The only other keys are the topic's stream, its dead-letter topic's (created empty when
-    # Dapr subscribes), and the outbox's: its internal topic's stream and, until the outbox has
-    # published, a marker "outbox-<uuid>" (Dapr 1.18.1 puts no app-id prefix on it; the uuid
-    # keeps it apart from other apps' keys).
+    # The only other keys are the topic's stream and its dead-letter topic's (created empty when
+    # Dapr subscribes).
     ours = [k for k in keys if k.startswith(f"{APP_ID}||")]
     assert any(k.startswith(f"{APP_ID}||smoke-") for k in ours), keys
-    outbox_markers = [k for k in keys if re.fullmatch(r"outbox-[0-9a-f-]{36}", k)]
-    outbox_stream = f"default{APP_ID}{TOPIC}outbox"
-    assert set(keys) - set(ours) - set(outbox_markers) == {"course-app||junaid", TOPIC, f"{TOPIC}-dead-letter", outbox_stream}, keys
+    assert set(keys) - set(ours) == {"course-app||junaid", TOPIC, f"{TOPIC}-dead-letter"}, keys
     assert redis_cli(course_redis, "GET", "course-app||junaid") == "kept"
 
     # Neither restarted nor flushed: the same server (run_id), still up after the loop stopped.

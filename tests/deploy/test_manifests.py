@@ -96,8 +96,8 @@ def named(kind, name):
 
 def test_manifests_exist():
     kinds = sorted(doc["kind"] for _, doc in DOCS)
-    assert kinds == ["Component", "Component", "Component", "Configuration", "Deployment", "Deployment", "Resiliency",
-                     "Service", "Service", "SpinApp"]
+    assert kinds == ["Component", "Component", "Configuration", "Deployment", "Deployment", "Resiliency", "Service",
+                     "Service", "SpinApp"]
 
 
 @pytest.mark.parametrize("path, doc", DOCS, ids=[f"{p}:{d['kind']}/{d['metadata']['name']}" for p, d in DOCS])
@@ -165,7 +165,6 @@ def test_components_point_at_the_redis_service():
     assert {name: c["spec"]["type"] for name, c in components.items()} == {
         "statestore": "state.redis",
         "pubsub": "pubsub.redis",
-        "outbox": "pubsub.redis",
     }
     services = {s["metadata"]["name"]: s for s in by_kind("Service")}
     [redis] = named("Deployment", "redis")
@@ -179,14 +178,6 @@ def test_components_point_at_the_redis_service():
         assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
-def test_the_state_stores_outbox_publishes_where_the_app_subscribes():
-    components = {c["metadata"]["name"]: c for c in by_kind("Component")}
-    outbox = {m["name"]: m["value"] for m in components["statestore"]["spec"]["metadata"] if m["name"].startswith("outbox")}
-    # The app's defaults (PUBSUB_NAME, PUBSUB_TOPIC) subscribe to pubsub / message-updated.
-    assert outbox == {"outboxPublishPubsub": "pubsub", "outboxPublishTopic": "message-updated", "outboxPubsub": "outbox",
-                      "outboxDiscardWhenMissingState": "true"}
-
-
 def local_components():
     """The components of local runs and the real-stack tests (scripts/dapr/), by name."""
     docs = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "scripts/dapr").glob("*.yaml"))]
@@ -197,9 +188,41 @@ def settings(component):
     return {m["name"]: m["value"] for m in component["spec"]["metadata"]}
 
 
-# Settings Dapr's runtime reads from a state store, beside the component's own
-# (dapr/dapr pkg/runtime/pubsub/outbox.go).
-OUTBOX_SETTINGS = {"outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "outboxDiscardWhenMissingState"}
+def every_dapr_document():
+    """Each YAML document in scripts/dapr/ and kubernetes/ (the production overlay's patches too)."""
+    paths = [*sorted((REPO / "scripts/dapr").glob("*.yaml")), *sorted((REPO / "kubernetes").rglob("*.yaml"))]
+    return [(path.relative_to(REPO), doc) for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_no_state_store_has_an_outbox():
+    # The app publishes each event itself (README, "Delivery"): a state store with outbox
+    # settings would publish each of its transactions as a second event.
+    components = [(path, doc) for path, doc in every_dapr_document() if doc.get("kind") == "Component"]
+    assert {path.parts[0] for path, _ in components} == {"scripts", "kubernetes"}
+    assert not [(str(path), doc["metadata"]["name"]) for path, doc in components if doc["metadata"]["name"] == "outbox"]
+    outboxed = {(str(path), doc["metadata"]["name"]): sorted(k for k in settings(doc) if k.lower().startswith("outbox"))
+                for path, doc in components if doc["spec"]["type"].startswith("state.")}
+    assert outboxed and not any(outboxed.values()), outboxed
+
+
+def app_defaults():
+    """The names the app uses when its variables are empty: {variable: name} from src/config.rs."""
+    found = dict(re.findall(r'name_or\("(\w+)", "([^"]+)"\)', (REPO / "src/config.rs").read_text()))
+    assert found.keys() == {"statestore_name", "pubsub_name", "pubsub_topic"}, found
+    return found
+
+
+@pytest.mark.parametrize("where", ["scripts/dapr", "kubernetes/base", "tests/fixtures/course"])
+def test_the_apps_default_names_are_the_components(where):
+    """Local runs, the cluster and the course's own components: the app's defaults name a state
+    store and a pub/sub there, and the event retries apply to that pub/sub."""
+    docs = [doc for path in sorted((REPO / where).glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    types = {d["metadata"]["name"]: d["spec"]["type"] for d in docs if d["kind"] == "Component"}
+    names = app_defaults()
+    assert types.get(names["statestore_name"], "").startswith("state."), types
+    assert types.get(names["pubsub_name"], "").startswith("pubsub."), types
+    for resiliency in (d for d in docs if d["kind"] == "Resiliency"):
+        assert list(resiliency["spec"]["targets"]["components"]) == [names["pubsub_name"]]
 
 
 def test_every_component_setting_is_one_its_component_reads():
@@ -210,8 +233,6 @@ def test_every_component_setting_is_one_its_component_reads():
         spec = yaml.safe_load((components_contrib_source() / kind / name / "metadata.yaml").read_text())
         profiles = [p for group in ("authenticationProfiles", "builtinAuthenticationProfiles") for p in spec.get(group, [])]
         known = {m["name"] for m in spec.get("metadata", []) + [m for p in profiles for m in p.get("metadata", [])]}
-        if kind == "state":
-            known |= OUTBOX_SETTINGS
         assert settings(component).keys() <= known, (component["metadata"]["name"], settings(component).keys() - known)
 
 

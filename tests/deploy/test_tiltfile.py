@@ -42,7 +42,7 @@ def assert_cluster_resources(result, context):
     # Redis and the components are resources of their own, ready before the app.
     assert "kind: Deployment" in result.deploy("redis")["yaml"]
     components = result.deploy("dapr-components")["yaml"]
-    assert all(f"name: {name}" in components for name in ("statestore", "pubsub", "outbox"))
+    assert all(f"name: {name}" in components for name in ("statestore", "pubsub"))
     assert "kind: Resiliency" in components
     # The app's daprd in a pod of its own, which the app does not wait for (it turns ready only
     # once it reaches the app).

@@ -171,9 +171,9 @@ pub struct Options<'a> {
     /// The Redis of the state store (and of the pub/sub, unless it has its own) keeps every
     /// write on disk before it answers, so that a test can kill it and start it again.
     pub persistent_redis: bool,
-    /// The state store without its outbox settings, as the course's components/statestore.yaml
-    /// and `dapr init`'s have it.
-    pub statestore_without_outbox: bool,
+    /// The state store and pub/sub exactly as the DACA course ships them
+    /// (tests/fixtures/course), instead of scripts/dapr's; only their Redis address rewritten.
+    pub course_components: bool,
 }
 
 static STACKS: AtomicUsize = AtomicUsize::new(0);
@@ -209,20 +209,23 @@ impl Stack {
             redis_port
         };
 
+        let course = repo().join("tests/fixtures/course");
         for resource in fs::read_dir(repo().join("scripts/dapr")).unwrap() {
-            let path = resource.unwrap().path();
-            let mut text = fs::read_to_string(&path).unwrap();
-            if options.statestore_without_outbox && text.contains("type: state.") {
-                text = without_outbox(&text);
+            let mut path = resource.unwrap().path();
+            if options.course_components && course.join(path.file_name().unwrap()).exists() {
+                path = course.join(path.file_name().unwrap());
             }
+            let text = fs::read_to_string(&path).unwrap();
             let port = if text.contains("type: pubsub.") {
                 pubsub_redis_port
             } else {
                 redis_port
             };
+            let address = format!("127.0.0.1:{port}");
             fs::write(
                 dir.join("components").join(path.file_name().unwrap()),
-                text.replace("localhost:6379", &format!("127.0.0.1:{port}")),
+                text.replace("localhost:6379", &address)
+                    .replace("redis-master.default.svc.cluster.local:6379", &address),
             )
             .unwrap();
         }
@@ -373,6 +376,28 @@ impl Stack {
         }
     }
 
+    /// The share of one core daprd used over `over`, from its user and system time in
+    /// /proc (Linux): near 0 at rest, unless something in it spins.
+    pub fn daprd_cpu_share(&self, over: Duration) -> f64 {
+        let pid = self.daprd.as_ref().expect("daprd is not running").child.id();
+        let ticks = || -> u64 {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            // Fields after the parenthesised command: utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        };
+        let clock_ticks: f64 = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        let before = ticks();
+        std::thread::sleep(over);
+        (ticks() - before) as f64 / clock_ticks / over.as_secs_f64()
+    }
+
     /// Kills the Redis of the state store (SIGKILL) and starts it again: empty, or with what
     /// it had on disk (`Options::persistent_redis`).
     pub fn restart_redis(&mut self) {
@@ -459,17 +484,6 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
     }
 
-    /// `redis-cli --raw` against the Redis of the state store, for answers too long for
-    /// `redis_command` (a whole stream).
-    pub fn redis_cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.redis_port.to_string(), "--raw"])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
     /// Redis's own answer to a command (RESP, inline), e.g. to count keys behind Dapr's back.
     pub fn redis_command(&self, command: &str) -> String {
         redis_command(self.redis_port, command).unwrap()
@@ -492,20 +506,6 @@ impl Drop for Stack {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// A component's YAML without its `outbox*` metadata entries (each a name line and a value line).
-fn without_outbox(yaml: &str) -> String {
-    let mut kept = Vec::new();
-    let mut lines = yaml.lines();
-    while let Some(line) = lines.next() {
-        if line.trim_start().starts_with("- name: outbox") {
-            lines.next();
-        } else {
-            kept.push(line);
-        }
-    }
-    kept.join("\n") + "\n"
 }
 
 /// A fresh folder for one started stack's files and logs.
@@ -866,7 +866,7 @@ fn parse_received(rest: &str) -> Option<Received> {
 
 /// How many times each message was acted on, as a reader of the lines who knows the rule
 /// counts it: a line whose delivery a later line replaces (its host or sidecar died before
-/// it recorded completion, events.rs) was acted on again by that later line, so it does not
+/// it recorded completion, src/delivery/subscribe.rs) was acted on again by that later line, so it does not
 /// count twice. Keyed by (user_id, id, message); also the lines each has, raw.
 pub fn acted_on(received: &[Received]) -> std::collections::BTreeMap<(String, u64, String), (usize, usize)> {
     let replaced: std::collections::HashSet<&str> = received

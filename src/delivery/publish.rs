@@ -1,18 +1,17 @@
-//! The append: stores a message and publishes its event in one state transaction through
-//! Dapr's outbox, retries after losing a race for the same user, and settles a transaction
-//! whose outcome is unknown by reading the history, so that a retry never stores twice.
+//! The POST's side: publish the message's event, then store the message under the ETag the
+//! event names; after losing a race for the same user, mark the write as one that stored
+//! nothing and retry with a new write id; settle a write whose answer was lost by reading
+//! the history, so that a retry never stores twice.
 
 use std::time::Duration;
 
 use http::StatusCode;
 
+use super::{unstored_key, DeliveryError, MessageEvent, RECORD_TTL_SECONDS};
 use crate::dapr::{Precondition, SaveOutcome};
 use crate::error::ApiError;
 use crate::ids::{random_id, random_u64};
-use crate::messages::{
-    now_rfc3339, unstored_key, History, MessageEvent, Messages, NewMessage, Stored, StoredMessage,
-    RECORD_TTL_SECONDS,
-};
+use crate::messages::{now_rfc3339, History, Messages, NewMessage, Stored, StoredMessage};
 use crate::transport::Transport;
 
 /// How often an append re-reads and retries after losing a race for the same user.
@@ -22,33 +21,30 @@ pub const MAX_SAVE_ATTEMPTS: u32 = 20;
 const SETTLE_ROUNDS: u32 = 4;
 const SETTLE_PAUSE: Duration = Duration::from_millis(500);
 
-/// What became of a transaction whose answer did not say.
+/// What became of a write whose answer did not say.
 #[derive(Debug, PartialEq)]
 enum Settled {
     /// It stored the message.
     Stored,
-    /// Another write won the race: the transaction's ETag is stale for good.
+    /// Another write won the race: the write's ETag is stale for good.
     Lost,
     /// It had not run, and now never will: an unchanged write moved the ETag on.
     FencedOff,
 }
 
 impl<T: Transport> Messages<'_, T> {
-    /// Stores the message and publishes its event, both or neither: one state transaction
-    /// through Dapr's outbox (`save_state_with_event`). Optimistic concurrency: read the
-    /// history with its ETag, append, write only if the ETag still matches; after losing a
-    /// race, re-read and retry after a short random back-off, at most `MAX_SAVE_ATTEMPTS` times.
+    /// Publishes the message's event, then stores the message, so that a stored message
+    /// always has its event out. Optimistic concurrency: read the history with its ETag,
+    /// append, publish the event naming the write id and that ETag, then write only if the
+    /// ETag still matches (`save_state_transaction`); after losing a race, mark the write as
+    /// one that stored nothing, re-read and retry after a short random back-off, at most
+    /// `MAX_SAVE_ATTEMPTS` times. The event of a write that never lands is a phantom, which
+    /// the subscriber tells by the history (subscribe.rs).
     ///
-    /// The outbox on state.redis (README, "Stored means published"):
-    /// - a transaction without an ETag overwrites an existing key, so a new user's history is
-    ///   first created empty outside any transaction, where first-write refuses an existing key;
-    /// - a stale ETag fails the transaction with 500 ERR_STATE_TRANSACTION (not 409), stores
-    ///   nothing, and still publishes the event: a phantom, which the subscriber recognises by
-    ///   its write id (events.rs), and by the write's `unstored/` mark once the history has
-    ///   forgotten that message id;
-    /// - the same error, a time-out or a broken connection can also follow a transaction that
-    ///   ran: `settle` reads the history and decides by the write id.
-    pub fn store_and_publish(&self, new: &NewMessage) -> Result<StoredMessage, ApiError> {
+    /// A one-operation transaction without an ETag would overwrite an existing key, so a new
+    /// user's history is first created empty with a plain save, where first-write refuses an
+    /// existing key.
+    pub fn store_and_publish(&self, new: &NewMessage) -> Result<StoredMessage, DeliveryError> {
         let created_at = now_rfc3339();
         for attempt in 0..MAX_SAVE_ATTEMPTS {
             let Some((mut history, etag)) = self.history(&new.user_id)? else {
@@ -68,29 +64,30 @@ impl<T: Transport> Messages<'_, T> {
                 self.config.history_limit,
                 write_id.clone(),
             );
-            let event = MessageEvent::of(&new.user_id, &stored, write_id.clone());
-            let outcome = self.dapr.save_state_with_event(
-                &self.config.state_store,
-                &new.user_id,
-                &history,
-                &etag,
-                &event,
-            );
-            let settled = match outcome.map_err(|e| ApiError {
-                message: format!("{}; nothing was stored", e.message),
-                ..e
-            })? {
-                SaveOutcome::Saved => return Ok(stored),
-                SaveOutcome::Conflict => Settled::Lost,
-                SaveOutcome::Unknown(why) => {
-                    let definite = !may_have_run_anyway(&why);
-                    let settled = self
-                        .settle(&new.user_id, &stored, &write_id, &etag, definite)
-                        .map_err(|e| may_have_stored(&why, &e))?;
-                    if settled == Settled::Stored && definite {
-                        return Err(no_outbox(&self.config.state_store, &why));
-                    }
-                    settled
+            let event = MessageEvent::of(&new.user_id, &stored, write_id.clone(), etag.clone());
+            if let Err(e) = self.dapr.publish(&self.config.pubsub, &self.config.topic, &event) {
+                // Its answer may have been lost with the event out: the mark tells the
+                // subscriber at once. Without it, the grace period does.
+                let _ = self.mark_unstored(&new.user_id, &stored, &write_id);
+                return Err(DeliveryError::NotStored(e));
+            }
+            let written =
+                self.dapr
+                    .save_state_transaction(&self.config.state_store, &new.user_id, &history, &etag);
+            let settled = match written {
+                Ok(SaveOutcome::Saved) => return Ok(stored),
+                Ok(SaveOutcome::Conflict) => Settled::Lost,
+                Ok(SaveOutcome::Unknown(why)) => {
+                    let failed = !may_have_run_anyway(&why);
+                    self.settle(&new.user_id, &stored, &write_id, &etag, failed)
+                        .map_err(|e| DeliveryError::MaybeStored {
+                            first: why,
+                            settling: e.message,
+                        })?
+                }
+                Err(e) => {
+                    let _ = self.mark_unstored(&new.user_id, &stored, &write_id);
+                    return Err(DeliveryError::NotStored(e));
                 }
             };
             if settled == Settled::Stored {
@@ -98,36 +95,29 @@ impl<T: Transport> Messages<'_, T> {
             }
             self.mark_unstored(&new.user_id, &stored, &write_id)?;
             if settled == Settled::FencedOff {
-                return Err(ApiError::new(
+                return Err(DeliveryError::NotStored(ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     format!(
-                        "the state store did not run the transaction that stores the message for user {:?}; \
-                         nothing was stored",
+                        "the state store did not run the write that stores the message for user {:?}",
                         new.user_id
                     ),
-                ));
+                )));
             }
             std::thread::sleep(backoff(attempt));
         }
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "too many concurrent writes for user {:?}: gave up after {MAX_SAVE_ATTEMPTS} attempts; \
-                 nothing was stored, try again",
-                new.user_id
-            ),
-        ))
+        Err(DeliveryError::Contended {
+            user_id: new.user_id.clone(),
+        })
     }
 
-    /// Decides what became of the transaction of write `write_id`, sent with `etag`, whose
-    /// answer did not say. Read the history: the write is there, or another write is (ETags
-    /// only grow, so the transaction's ETag can never match again). If the ETag has not
-    /// moved, the transaction has not run yet, but may still (queued in the sidecar or the
-    /// store): write the history back unchanged under that ETag, which moves it on, so that
-    /// the transaction can never run; if that write loses, something else landed: read again.
-    /// `failed`: the transaction answered an error of its own (not a time-out): on a store
-    /// with the outbox it then did not run, so a message id the history limit has dropped
-    /// since was another write's.
+    /// Decides what became of write `write_id`, sent with `etag`, whose answer did not say.
+    /// Read the history: the write is there, or another write is (ETags only grow, so the
+    /// write's ETag can never match again). If the ETag has not moved, the write has not run
+    /// yet, but may still (queued in the sidecar or the store): write the history back
+    /// unchanged under that ETag, which moves it on, so that the write can never run; if that
+    /// write loses, something else landed: read again.
+    /// `failed`: the write answered an error of its own (not a time-out), so it did not run,
+    /// and a message id the history limit has dropped since was another write's.
     fn settle(
         &self,
         user_id: &str,
@@ -192,11 +182,10 @@ impl<T: Transport> Messages<'_, T> {
     /// Marks write `write_id` as one that stored nothing, for the subscriber (`unstored_key`).
     fn mark_unstored(&self, user_id: &str, stored: &StoredMessage, write_id: &str) -> Result<(), ApiError> {
         let mark = serde_json::json!({ "user_id": user_id, "id": stored.id });
-        let key = unstored_key(write_id);
         self.dapr
             .save_state(
                 &self.config.state_store,
-                &key,
+                &unstored_key(write_id),
                 &mark,
                 Precondition::Missing,
                 Some(RECORD_TTL_SECONDS),
@@ -205,10 +194,10 @@ impl<T: Transport> Messages<'_, T> {
     }
 }
 
-/// Whether a transaction that answered `error` may still have run: anything but an error
-/// reply from Redis itself (`ERR …`: a stale ETag, or the RedisJSON command of a store
-/// without the outbox), such as no answer in time, a broken connection, or Dapr's own
-/// "EOF" or "i/o timeout" when Redis went away mid-transaction (measured in tests/chaos.rs).
+/// Whether a write that answered `error` may still have run: anything but an error reply
+/// from Redis itself (`ERR …`: a stale ETag), such as no answer in time, a broken
+/// connection, or Dapr's own "EOF" or "i/o timeout" when Redis went away mid-write
+/// (measured in tests/chaos.rs).
 fn may_have_run_anyway(error: &ApiError) -> bool {
     !(error.dapr_error_code.as_deref() == Some("ERR_STATE_TRANSACTION") && error.message.contains(": ERR "))
 }
@@ -216,36 +205,8 @@ fn may_have_run_anyway(error: &ApiError) -> bool {
 fn unsettled(user_id: &str, why: &str) -> ApiError {
     ApiError::new(
         StatusCode::GATEWAY_TIMEOUT,
-        format!("cannot tell whether the transaction for user {user_id:?} ran: {why}"),
+        format!("cannot tell whether the write for user {user_id:?} ran: {why}"),
     )
-}
-
-/// The first failure, with what settling it found: the message may have been stored.
-fn may_have_stored(first: &ApiError, settling: &ApiError) -> ApiError {
-    ApiError {
-        message: format!(
-            "{}; then, reading the history to settle it: {}; the message may have been stored: \
-             read the history before you retry",
-            first.message, settling.message
-        ),
-        ..first.clone()
-    }
-}
-
-/// The transaction failed, yet it stored the message: what a state store without the
-/// outbox does with the `outbox.projection` operation. It published no event.
-fn no_outbox(store: &str, why: &ApiError) -> ApiError {
-    ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!(
-            "state store {store} has no outbox: its transaction failed ({}) yet stored the message, \
-             and no event was published. Set outboxPublishPubsub and outboxPublishTopic in its \
-             component (scripts/dapr/statestore.yaml shows how); the message is stored once, \
-             without its event",
-            why.message
-        ),
-        ..why.clone()
-    }
 }
 
 /// Up to 2^attempt ms (capped at 64 ms), chosen at random so that racing writers spread out.
@@ -275,7 +236,7 @@ mod tests {
         serde_json::to_string(&history).unwrap()
     }
 
-    fn store(dapr: &std::rc::Rc<Scripted>, text: &str) -> Result<StoredMessage, ApiError> {
+    fn store(dapr: &std::rc::Rc<Scripted>, text: &str) -> Result<StoredMessage, DeliveryError> {
         let client = DaprClient::new(dapr.clone(), &config());
         let new = NewMessage {
             user_id: "ann".into(),
@@ -288,62 +249,70 @@ mod tests {
         .store_and_publish(&new)
     }
 
-    /// daprd 1.18.1's answers on state.redis (measured): a stale ETag, and a store without the outbox.
+    /// daprd 1.18.1's answer on state.redis to a transaction with a stale ETag (measured).
     const STALE_ETAG: &str = concat!(
         r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: "#,
         r#"ERR user_script:14: failed to set key dapr-spin-hello||ann"}"#
     );
-    const NO_OUTBOX: &str = concat!(
-        r#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: "#,
-        r#"ERR Unknown Redis command called from script script: "#,
-        r#"c5d8cabb8162d7f0980fe627a55d83f54c800e66, on @user_script:4."}"#
-    );
+    const PUBLISH: &str = "POST http://localhost:3500/v1.0/publish/pubsub/message-updated";
+    const TRANSACTION: &str = "POST http://localhost:3500/v1.0/state/statestore/transaction";
+
+    fn not_stored(result: Result<StoredMessage, DeliveryError>) -> ApiError {
+        match result {
+            Err(DeliveryError::NotStored(e)) => e,
+            other => panic!("not NotStored: {other:?}"),
+        }
+    }
 
     #[test]
-    fn the_message_and_its_event_go_in_one_transaction_with_the_etag() {
+    fn the_event_goes_out_first_then_the_message_is_written_under_the_etag_it_names() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "4")], &history_json(&["one"]))
+            .answer(204, &[], "")
             .answer(204, &[], "");
         let stored = store(&dapr, "two").unwrap();
         assert_eq!(stored.id, 2);
-        assert_eq!(
-            dapr.calls()[1],
-            "POST http://localhost:3500/v1.0/state/statestore/transaction"
-        );
-        let operations = &dapr.json_sent(1)["operations"];
-        let (written, event) = (&operations[0]["request"], &operations[1]["request"]["value"]);
+        assert_eq!(dapr.calls()[1..], [PUBLISH, TRANSACTION]);
+        let event = dapr.json_sent(1);
+        let written = &dapr.json_sent(2)["operations"][0]["request"];
         assert_eq!(written["etag"], "4");
         assert_eq!(written["value"]["messages"][1]["message"], "two");
         let write_id = written["value"]["write_ids"]["2"].as_str().unwrap();
         assert_eq!(write_id.len(), 32);
+        assert!(event["published_ms"].as_u64().unwrap() > 0);
         assert_eq!(
             event,
-            &json!({
-                "user_id": "ann", "message": "two", "id": 2,
-                "created_at": stored.created_at, "write_id": write_id
+            json!({
+                "user_id": "ann", "message": "two", "id": 2, "created_at": stored.created_at,
+                "write_id": write_id, "etag": "4", "published_ms": event["published_ms"]
             })
         );
     }
 
     #[test]
-    fn each_attempt_has_its_own_write_id() {
+    fn a_lost_race_is_marked_and_retried_with_a_new_write_id_and_event() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(204, &[], "")
             .answer(500, &[], STALE_ETAG)
             .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
             .answer(204, &[], "")
             .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(204, &[], "")
             .answer(204, &[], "");
         assert_eq!(store(&dapr, "mine").unwrap().id, 3);
-        let lost = &dapr.json_sent(1)["operations"][1]["request"]["value"];
-        let won = &dapr.json_sent(5)["operations"][1]["request"]["value"];
+        let (lost, won) = (dapr.json_sent(1), dapr.json_sent(6));
         assert_eq!((lost["id"].clone(), won["id"].clone()), (json!(2), json!(3)));
         assert_ne!(lost["write_id"], won["write_id"]);
-        assert_eq!(dapr.json_sent(5)["operations"][0]["request"]["etag"], "2");
+        assert_eq!(
+            (lost["etag"].clone(), won["etag"].clone()),
+            (json!("1"), json!("2"))
+        );
+        assert_eq!(dapr.json_sent(7)["operations"][0]["request"]["etag"], "2");
         // The losing write is marked, for the subscriber to tell its event once id 2 is forgotten.
         let unstored = format!("unstored/{}", lost["write_id"].as_str().unwrap());
-        assert_eq!(dapr.json_sent(3)[0]["key"], unstored);
-        assert_eq!(dapr.json_sent(3)[0]["value"], json!({"user_id": "ann", "id": 2}));
+        assert_eq!(dapr.json_sent(4)[0]["key"], unstored);
+        assert_eq!(dapr.json_sent(4)[0]["value"], json!({"user_id": "ann", "id": 2}));
     }
 
     #[test]
@@ -352,6 +321,7 @@ mod tests {
             .answer(204, &[], "")
             .answer(204, &[], "")
             .answer(200, &[("etag", "1")], &history_json(&[]))
+            .answer(204, &[], "")
             .answer(204, &[], "");
         assert_eq!(store(&dapr, "first").unwrap().id, 1);
         assert_eq!(
@@ -364,7 +334,8 @@ mod tests {
             json!({"next_id": 0, "messages": [], "write_ids": {}})
         );
         assert!(created.get("etag").is_none());
-        assert_eq!(dapr.json_sent(3)["operations"][0]["request"]["etag"], "1");
+        assert_eq!(dapr.json_sent(3)["etag"], "1");
+        assert_eq!(dapr.json_sent(4)["operations"][0]["request"]["etag"], "1");
     }
 
     #[test]
@@ -378,12 +349,13 @@ mod tests {
             )
             .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
             .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
+            .answer(204, &[], "")
             .answer(204, &[], "");
         assert_eq!(store(&dapr, "mine").unwrap().id, 2);
     }
 
     #[test]
-    fn a_failed_create_of_a_still_missing_history_is_an_error() {
+    fn a_failed_create_of_a_still_missing_history_is_an_error_before_any_event() {
         let dapr = Scripted::new()
             .answer(204, &[], "")
             .answer(
@@ -392,27 +364,49 @@ mod tests {
                 r#"{"errorCode":"ERR_STATE_SAVE","message":"disk full"}"#,
             )
             .answer(204, &[], "");
-        let err = store(&dapr, "mine").unwrap_err();
+        let Err(DeliveryError::Dapr(err)) = store(&dapr, "mine") else {
+            panic!()
+        };
         assert_eq!(
             (err.status, err.dapr_error_code.as_deref()),
             (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE"))
         );
+        assert!(!dapr.calls().iter().any(|c| c == PUBLISH));
     }
 
     #[test]
-    fn a_failed_transaction_with_an_unchanged_etag_is_fenced_off_and_stored_nothing() {
+    fn a_refused_publish_stores_nothing_and_marks_the_write() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(
+                500,
+                &[],
+                r#"{"errorCode":"ERR_PUBSUB_PUBLISH_MESSAGE","message":"connection refused"}"#,
+            )
+            .answer(204, &[], "");
+        let err = not_stored(store(&dapr, "m"));
+        assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_PUBSUB_PUBLISH_MESSAGE"));
+        assert!(!dapr.calls().iter().any(|c| c == TRANSACTION));
+        assert!(dapr.json_sent(2)[0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("unstored/"));
+    }
+
+    #[test]
+    fn a_failed_write_with_an_unchanged_etag_is_fenced_off_and_stored_nothing() {
+        let dapr = Scripted::new()
+            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(204, &[], "")
             .answer(500, &[], STALE_ETAG)
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
             .answer(204, &[], "")
             .answer(204, &[], "");
-        let err = store(&dapr, "m").unwrap_err();
+        let err = not_stored(store(&dapr, "m"));
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
-        assert!(err.message.ends_with("nothing was stored"), "{err}");
-        // The history read, written back unchanged under the transaction's ETag: that moves
-        // the ETag on, so the transaction can never run later.
-        let fence = &dapr.json_sent(3)[0];
+        // The history read, written back unchanged under the write's ETag: that moves the
+        // ETag on, so the write can never run later.
+        let fence = &dapr.json_sent(4)[0];
         assert_eq!(
             (fence["key"].clone(), fence["etag"].clone()),
             (json!("ann"), json!("1"))
@@ -421,23 +415,24 @@ mod tests {
             fence["value"],
             serde_json::from_str::<serde_json::Value>(&history_json(&["one"])).unwrap()
         );
-        assert_eq!(dapr.calls().len(), 5, "no retry: {:?}", dapr.calls());
+        assert_eq!(dapr.calls().len(), 6, "no retry: {:?}", dapr.calls());
     }
 
     #[test]
-    fn a_transaction_that_ran_but_lost_its_answer_is_stored_once() {
+    fn a_write_that_ran_but_lost_its_answer_is_stored_once() {
         for lost in [
             SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()),
             SendFailure::Broken("the connection closed".into()),
         ] {
             let dapr = Scripted::new()
                 .answer(200, &[("etag", "1")], &history_json(&["one"]))
+                .answer(204, &[], "")
                 .fail(lost.clone())
                 .answer_last_written("2");
             assert_eq!(store(&dapr, "two").unwrap().id, 2, "{lost:?}");
             assert_eq!(
                 dapr.calls().len(),
-                3,
+                4,
                 "one read settles it, no retry: {:?}",
                 dapr.calls()
             );
@@ -448,6 +443,7 @@ mod tests {
     fn settling_reads_again_while_the_sidecar_comes_back() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(204, &[], "")
             .fail(SendFailure::Broken("reset".into()))
             .refuse()
             .answer_last_written("2");
@@ -455,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_that_went_away_after_the_transaction_ran_is_stored_once() {
+    fn a_redis_that_went_away_after_the_write_ran_is_stored_once() {
         // Dapr's words when Redis timed out or was killed mid-transaction: not Redis's `ERR`.
         for message in [
             "read tcp 127.0.0.1:1->127.0.0.1:6379: i/o timeout",
@@ -464,6 +460,7 @@ mod tests {
             let answer = json!({"errorCode": "ERR_STATE_TRANSACTION", "message": message}).to_string();
             let dapr = Scripted::new()
                 .answer(200, &[("etag", "1")], &history_json(&["one"]))
+                .answer(204, &[], "")
                 .answer(500, &[], &answer)
                 .answer_last_written("2");
             assert_eq!(store(&dapr, "two").unwrap().id, 2, "{message}");
@@ -474,91 +471,61 @@ mod tests {
     fn a_lost_answer_whose_race_another_write_won_is_retried() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(204, &[], "")
             .fail(SendFailure::Broken("the connection closed".into()))
             .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
             .answer(204, &[], "")
             .answer(200, &[("etag", "2")], &history_json(&["one", "theirs"]))
+            .answer(204, &[], "")
             .answer(204, &[], "");
         assert_eq!(store(&dapr, "mine").unwrap().id, 3);
     }
 
     #[test]
-    fn a_store_without_the_outbox_is_a_500_naming_the_settings_after_one_copy() {
-        // Measured (daprd 1.18.1, a state.redis without outbox settings): the transaction
-        // fails, and its write has landed.
+    fn a_write_whose_outcome_cannot_be_read_may_have_stored() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
-            .answer(500, &[], NO_OUTBOX)
-            .answer_last_written("2");
-        let err = store(&dapr, "two").unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        for says in [
-            "no outbox",
-            "outboxPublishPubsub",
-            "outboxPublishTopic",
-            "stored once",
-        ] {
-            assert!(err.message.contains(says), "{err} should say {says}");
-        }
-        assert_eq!(dapr.calls().len(), 3, "no retry loop: {:?}", dapr.calls());
-    }
-
-    #[test]
-    fn pub_sub_down_stores_nothing_and_says_so() {
-        let dapr = Scripted::new()
-            .answer(200, &[("etag", "1")], &history_json(&["one"]))
-            .answer(
-                500,
-                &[],
-                r#"{"errorCode":"ERR_PUBLISH_OUTBOX","message":"connection refused"}"#,
-            );
-        let err = store(&dapr, "m").unwrap_err();
-        assert_eq!(err.dapr_error_code.as_deref(), Some("ERR_PUBLISH_OUTBOX"));
-        assert!(
-            err.message.contains("connection refused; nothing was stored"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_transaction_whose_outcome_cannot_be_read_may_have_stored() {
-        let dapr = Scripted::new()
-            .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(204, &[], "")
             .fail(SendFailure::TimedOut("ErrorCode::ConnectionReadTimeout".into()));
         for _ in 0..SETTLE_ROUNDS {
             dapr.refuse();
         }
-        let err = store(&dapr, "m").unwrap_err();
-        assert_eq!(err.status, StatusCode::GATEWAY_TIMEOUT);
-        assert!(
-            err.message
-                .ends_with("the message may have been stored: read the history before you retry"),
-            "{err}"
-        );
+        let Err(DeliveryError::MaybeStored { first, settling }) = store(&dapr, "m") else {
+            panic!()
+        };
+        assert_eq!(first.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(settling.contains("unreachable"), "{settling}");
     }
 
     #[test]
     fn a_409_is_a_conflict_too() {
         let dapr = Scripted::new()
             .answer(200, &[("etag", "1")], &history_json(&["one"]))
+            .answer(204, &[], "")
             .answer(409, &[], "")
             .answer(204, &[], "")
             .answer(200, &[("etag", "2")], &history_json(&["one", "two"]))
+            .answer(204, &[], "")
             .answer(204, &[], "");
         assert_eq!(store(&dapr, "three").unwrap().id, 3);
     }
 
     #[test]
-    fn store_gives_up_with_503_after_bounded_conflicts() {
+    fn store_gives_up_after_bounded_conflicts() {
         let dapr = Scripted::new();
         for _ in 0..MAX_SAVE_ATTEMPTS {
             dapr.answer(200, &[("etag", "1")], &history_json(&["one"]))
+                .answer(204, &[], "")
                 .answer(409, &[], "")
                 .answer(204, &[], "");
         }
-        let err = store(&dapr, "m").unwrap_err();
-        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(dapr.sent.borrow().len(), 3 * MAX_SAVE_ATTEMPTS as usize);
+        assert_eq!(
+            store(&dapr, "m").unwrap_err(),
+            DeliveryError::Contended {
+                user_id: "ann".into()
+            }
+        );
+        assert_eq!(dapr.sent.borrow().len(), 4 * MAX_SAVE_ATTEMPTS as usize);
     }
 
     #[test]
