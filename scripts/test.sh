@@ -77,7 +77,8 @@ $build_command
 # Each runner's output is kept too, for the closing total.
 log=$(mktemp)
 delivery_log=$(mktemp)
-trap 'rm -f "$log" "$delivery_log"' EXIT
+sim_log=$(mktemp)
+trap 'rm -f "$log" "$delivery_log" "$sim_log"' EXIT
 # Every step stops the script on a failure, so reaching the total means none failed.
 total() {
   passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{n += $1} END {print n + 0}')
@@ -98,14 +99,17 @@ cargo test --quiet --no-run
 # component must keep nothing from one request that the next could see (tests/support/mod.rs).
 # So the real-stack suites below run twice, the second time with E2E_INSTANCE_REUSE=128.
 
-# tests/delivery.rs and tests/chaos.rs spend most of their minutes waiting on Dapr's redelivery
-# timers (30 s after a pub/sub outage, 75 s after a killed daprd), so they run in the background,
-# one after the other, without and then with instance reuse, beside the suites below; their
-# output follows them.
-echo "==> stored means published (tests/delivery.rs), then delivery under faults (tests/chaos.rs), each without and with instance reuse, in the background"
+# Two suites spend most of their minutes waiting, so they run in the background beside the
+# suites below, and their output follows them: tests/delivery.rs and tests/chaos.rs on Dapr's
+# redelivery timers (60 s after a killed daprd), one after the other, without and then with
+# instance reuse; and the simulated cluster's node tests (tests/deploy/test_sim.py) on pods.
+echo "==> delivery (tests/delivery.rs), then delivery under faults (tests/chaos.rs), each without and with instance reuse, in the background"
 (cargo test --quiet --test delivery && cargo test --quiet --test chaos -- --nocapture &&
   E2E_INSTANCE_REUSE=128 cargo test --quiet --test delivery && E2E_INSTANCE_REUSE=128 cargo test --quiet --test chaos -- --nocapture) >"$delivery_log" 2>&1 &
 delivery=$!
+echo "==> the simulated cluster's real node (tests/deploy/test_sim.py), in the background"
+python -m pytest -q -rs tests/deploy/test_sim.py >"$sim_log" 2>&1 &
+sim=$!
 
 echo "==> cargo test: unit tests, then the real-stack suites in tests/ but delivery.rs and chaos.rs"
 suites=(--lib)
@@ -120,14 +124,19 @@ E2E_INSTANCE_REUSE=128 cargo test --quiet --test real_stack 2>&1 | tee -a "$log"
 echo "==> schema-driven fuzzing of /openapi.json against the real stack (tests/fuzz.rs: schemathesis, fixed seed)"
 cargo test --quiet --test fuzz -- --ignored --nocapture 2>&1 | tee -a "$log"
 
-echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image, a course laptop faked, the cluster path on a simulated cluster's real control plane (tests/deploy)"
-python -m pytest -q -rs tests/deploy 2>&1 | tee -a "$log"
+echo "==> deployment checks: Tiltfile under the real tilt, manifests against upstream schemas, image, a course laptop faked (tests/deploy but test_sim.py)"
+python -m pytest -q -rs tests/deploy --ignore=tests/deploy/test_sim.py 2>&1 | tee -a "$log"
 
-echo "==> stored means published and delivery under faults (tests/delivery.rs, tests/chaos.rs, without and with reuse): their output"
-delivery_status=0
-wait "$delivery" || delivery_status=$?
-tee -a "$log" <"$delivery_log"
-[ "$delivery_status" = 0 ] || { echo "tests/delivery.rs or tests/chaos.rs failed (exit $delivery_status)" >&2; exit 1; }
+# background NAME PID LOG: waits for a background suite, then shows its output; stops on a failure.
+background() {
+  local status=0
+  echo "==> $1: its output"
+  wait "$2" || status=$?
+  tee -a "$log" <"$3"
+  [ "$status" = 0 ] || { echo "test.sh: $1 failed (exit $status)" >&2; exit 1; }
+}
+background "the simulated cluster's node (tests/deploy/test_sim.py)" "$sim" "$sim_log"
+background "delivery and delivery under faults (tests/delivery.rs, tests/chaos.rs, without and with reuse)" "$delivery" "$delivery_log"
 
 echo "==> the local Tilt loop once: tilt ci -- --local --host=wasmtime (redis, daprd, app, smoke test), on free ports"
 # Free ports, not the defaults: something else on a CI machine may hold 8000, 3500 or 6379.
