@@ -6,7 +6,7 @@
 //! - `messages`: the message domain: validation, the bounded per-user history.
 //! - `delivery`: every stored message's event delivered, and acted on once: the POST
 //!   publishes, then stores (`delivery/publish.rs`); the subscriber checks each delivery
-//!   against the history and claims it (`delivery/subscribe.rs`).
+//!   against the history (`delivery/subscribe.rs`) and claims it (`delivery/claims.rs`).
 //! - `ids`: random ids from wasi:random.
 //! - `dapr`: the Dapr sidecar's HTTP API (state with ETags, publish, health), one call per fn.
 //! - `transport`: how a request reaches the sidecar (wasi:http), and what no answer means.

@@ -321,7 +321,7 @@ fn receive<T: Transport>(app: &App<T>, request: &Request, from: Subscription) ->
             );
             // The line is out: a failure to record that is no reason for Dapr to deliver
             // again. A later delivery then finds the claim not done and, past the lease,
-            // acts again, naming this delivery (src/delivery/subscribe.rs).
+            // acts again, naming this delivery (src/delivery/claims.rs).
             if let Err(e) = messages.complete(&event, &delivery) {
                 eprintln!(
                     "warning: event of message {} of user {:?} handled by delivery {delivery}, \

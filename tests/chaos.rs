@@ -5,7 +5,7 @@
 //! - a 201 whose message is not stored exactly once;
 //! - a message stored twice;
 //! - a stored message not acted on exactly once (`Received event` lines, read by the rule
-//!   of src/delivery/subscribe.rs: a line that a later one names in `replaces=` was acted on
+//!   of src/delivery/claims.rs: a line that a later one names in `replaces=` was acted on
 //!   again by that one), its event never published included;
 //! - a phantom acted on (a line for a message that is not stored);
 //! - a POST that failed but stored its message, unless its answer said it may have.

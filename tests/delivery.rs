@@ -288,7 +288,7 @@ fn two_replicas_lose_no_update_and_handle_each_event_once() {
 
 /// The same delivery reaches both replicas at once, twice each, as a redelivery after a lost
 /// answer can: one consumer group alone would never hand an event to two replicas, so only
-/// the claim (src/delivery/subscribe.rs) keeps this to one `Received event` line per message. The messages
+/// the claim (src/delivery/claims.rs) keeps this to one `Received event` line per message. The messages
 /// are stored straight through Dapr's state API, so Dapr itself publishes no event for them.
 #[test]
 fn both_replicas_given_the_same_delivery_act_on_it_once() {

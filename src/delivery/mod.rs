@@ -9,12 +9,13 @@
 //! - the subscriber (`subscribe.rs`) acts on an event only once the history holds its write
 //!   id. While the history still has the event's ETag, the write may yet land: it waits a
 //!   moment, then asks Dapr to deliver again, and past `PENDING_GRACE` moves the ETag on
-//!   itself, so that the write never lands and the event is a phantom for good. A claim per
-//!   write keeps redeliveries and replicas to one action.
+//!   itself, so that the write never lands and the event is a phantom for good;
+//! - a claim per write (`claims.rs`) keeps redeliveries and replicas to one action.
 //!
 //! Dapr's outbox is not used: on state.redis it loses events, spins, and publishes phantoms of
 //! its own (docs/delivery.md). What the HTTP layer must tell apart is `DeliveryError`.
 
+mod claims;
 mod publish;
 mod subscribe;
 
@@ -25,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::messages::StoredMessage;
 
+pub use claims::CLAIM_LEASE_MS;
 pub use publish::MAX_SAVE_ATTEMPTS;
-pub use subscribe::{parse_cloud_event, Verdict, CLAIM_LEASE_MS};
+pub use subscribe::{parse_cloud_event, Verdict};
 
 /// How long after its publish an event's write may still land: the POST writes within
 /// moments of publishing, unless its sidecar or store is failing. After that the subscriber

@@ -866,7 +866,7 @@ fn parse_received(rest: &str) -> Option<Received> {
 
 /// How many times each message was acted on, as a reader of the lines who knows the rule
 /// counts it: a line whose delivery a later line replaces (its host or sidecar died before
-/// it recorded completion, src/delivery/subscribe.rs) was acted on again by that later line, so it does not
+/// it recorded completion, src/delivery/claims.rs) was acted on again by that later line, so it does not
 /// count twice. Keyed by (user_id, id, message); also the lines each has, raw.
 pub fn acted_on(received: &[Received]) -> std::collections::BTreeMap<(String, u64, String), (usize, usize)> {
     let replaced: std::collections::HashSet<&str> = received
