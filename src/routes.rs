@@ -284,11 +284,12 @@ fn receive_dead_letter<T: Transport>(app: &App<T>, request: &Request) -> Result<
 /// Dapr retries an event unless the answer is 2xx with status SUCCESS or DROP, and after the
 /// retries of scripts/dapr/resiliency.yaml moves it to the dead-letter topic, whose route
 /// decides by the same rule (src/delivery/): act on a stored message's event once, ignore a
-/// phantom or a duplicate, and answer 503 while its write may still land, so that Dapr
-/// delivers it again. An event that cannot be parsed will never parse: it is logged and
-/// dropped. On the dead-letter route, an event that fails for good (the state holds a value
-/// this service cannot read) is logged and taken, so that it is not retried forever; it
-/// stays in the dead-letter topic's Redis stream (up to its `maxLenApprox`), to read or replay.
+/// phantom or a duplicate, and answer 503 while its write may still land or the sidecar
+/// fails, so that Dapr delivers it again. An event that can never be taken (it does not
+/// parse, or the state holds a value this service cannot read) is logged and answered DROP,
+/// which moves it to the dead-letter topic at once; there it is logged and taken, so that it
+/// is not retried forever, and stays in that topic's Redis stream (up to its
+/// `maxLenApprox`), to read or replay.
 fn receive<T: Transport>(app: &App<T>, request: &Request, from: Subscription) -> Result<Response, ApiError> {
     check_app_token(app, request)?;
     let event = match parse_cloud_event(request.body()) {
@@ -335,12 +336,14 @@ fn receive<T: Transport>(app: &App<T>, request: &Request, from: Subscription) ->
             "Ignored duplicate event: user_id={:?} id={} write {} (handled by delivery {delivery}){trace}",
             event.user_id, event.id, event.write_id
         ),
-        Err(e) if from == Subscription::DeadLetters && !e.is_transient() => {
-            println!(
-                "Dead-lettered event: {}: {}",
-                describe(&event),
-                delivery_error(e).message
-            );
+        Err(e) if !e.is_transient() => {
+            let why = delivery_error(e).message;
+            if from == Subscription::DeadLetters {
+                println!("Dead-lettered event: {}: {why}", describe(&event));
+            } else {
+                println!("Dropped event: {}: {why}", describe(&event));
+                return Ok(event_status("DROP"));
+            }
         }
         Err(e) => return Err(delivery_error(e)),
     }
@@ -768,6 +771,16 @@ mod tests {
         assert_eq!(
             call(&dapr, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()),
             (200, json!({"status": "SUCCESS"}))
+        );
+    }
+
+    #[test]
+    fn an_event_that_can_never_be_taken_is_dropped_to_the_dead_letter_topic() {
+        let ce = ("content-type", "application/cloudevents+json");
+        let corrupt = Scripted::new().answer(200, &[("etag", "1")], r#"{"messages":"not a list"}"#);
+        assert_eq!(
+            call(&corrupt, Method::Post, EVENT_ROUTE, &[ce], &ann_w1_event()),
+            (200, json!({"status": "DROP"}))
         );
     }
 

@@ -23,7 +23,7 @@ use crate::transport::Transport;
 
 /// How long a delivery's claim keeps other deliveries of the same event away while it has
 /// not completed. A live delivery completes within moments of its claim (one line, one
-/// state write); Dapr retries a failed delivery after 1 s, 3 times (scripts/dapr/resiliency.yaml),
+/// state write); Dapr retries a failed delivery within seconds (scripts/dapr/resiliency.yaml),
 /// so a claim left by a delivery whose host or sidecar died is taken over within those retries.
 pub const CLAIM_LEASE_MS: u64 = 2_000;
 

@@ -32,8 +32,8 @@ pub use subscribe::{parse_cloud_event, Verdict};
 
 /// How long after its publish an event's write may still land: the POST writes within
 /// moments of publishing, unless its sidecar or store is failing. After that the subscriber
-/// fences the write off. Dapr's retries of the event route and then of the dead-letter route
-/// (4 deliveries each, 1 s apart: scripts/dapr/resiliency.yaml) reach past it.
+/// fences the write off. Dapr's retries of the event route (about 45 s of them:
+/// scripts/dapr/resiliency.yaml) reach well past it.
 pub const PENDING_GRACE: Duration = Duration::from_secs(5);
 
 /// How long the subscriber's records of a write (its claim, the mark of a write that stored

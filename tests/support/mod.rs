@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// scripts/dapr/resiliency.yaml retries an event the app did not take 3 times, 1 s apart:
-/// a retried delivery shows up within this window, so a test can count deliveries.
+/// scripts/dapr/resiliency.yaml retries an event the app did not take first after 0.5 s, then
+/// ever further apart: a redelivery shows up within this window, so a test can count them.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(5);
 
 pub fn repo() -> PathBuf {
