@@ -1,7 +1,7 @@
 //! A full Redis on the real stack (tests/support), set as kubernetes/base/redis.yaml sets it: at
 //! its maxmemory with the noeviction policy, Redis refuses writes, so a POST fails with a
 //! clear error and stores nothing, reads keep working, and no history is evicted
-//! (README, "Bounded Redis").
+//! (docs/delivery.md, "Bounded Redis").
 
 mod support;
 

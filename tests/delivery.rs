@@ -1,4 +1,4 @@
-//! Stored means published, on the real stack (tests/support): a POST publishes its event,
+//! Delivery, on the real stack (tests/support): a POST publishes its event,
 //! then stores its message (src/delivery/); the subscriber acts once per stored message and
 //! ignores phantoms (events of writes that never landed) and duplicates.
 //! Each test writes what it filtered to stderr, uncaptured, so that the counts show in CI.

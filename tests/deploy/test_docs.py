@@ -28,9 +28,12 @@ NUMBER_WITH_UNIT = re.compile(rf"(?<![\w.,/-])~?({NUMBER}(?:\s*[–-]\s*{NUMBER}
 
 # Written in both places, and none of them measured. Anything else in both fails the test.
 SETTINGS = {
-    "1 s": "Dapr's retry interval (resiliency.yaml), probe periods",
-    "2 s": "the claim's lease (src/events.rs)",
-    "10 s": "the operator's watchdog interval",
+    "0.5 s": "Dapr's first retry interval (resiliency.yaml, exponential)",
+    "1 s": "probe periods",
+    "2 s": "the claim's lease (src/delivery/claims.rs)",
+    "5 s": "the grace for a write that may still land (PENDING_GRACE, src/delivery/mod.rs)",
+    "45 s": "about how long Dapr's retries of one route last (resiliency.yaml: 10, from 0.5 s to 10 s apart)",
+    "10 s": "the operator's watchdog interval; the longest interval between Dapr's retries (resiliency.yaml)",
     "60 s": "pubsub.redis's processingTimeout (scripts/dapr/pubsub.yaml)",
     "600 s": "Spin's default limit per outbound call, which the benchmark's wasmtime serve sets too (-Wtimeout)",
     "24 h": "how long claims and unstored marks are kept",

@@ -550,7 +550,7 @@ pub const HOST_CORES_VAR: &str = "E2E_HOST_CORES";
 /// The component reads nothing but Spin variables, so every name is a `SPIN_VARIABLE_*`.
 fn start_component(name: &'static str, dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
     for (name, _) in env {
-        assert!(name.starts_with("SPIN_VARIABLE_"), "{name}: the component's settings are Spin variables, SPIN_VARIABLE_<NAME> (README, Configuration)");
+        assert!(name.starts_with("SPIN_VARIABLE_"), "{name}: the component's settings are Spin variables, SPIN_VARIABLE_<NAME> (README, \"Spin variables\")");
     }
     let reuse = std::env::var(INSTANCE_REUSE_VAR).unwrap_or_default();
     let mut settings = vec![("APP_PORT", port.to_string()), ("WASMTIME_INSTANCE_REUSE", reuse)];
