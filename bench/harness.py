@@ -1,6 +1,6 @@
 """Processes and tools: starting and stopping what the benchmark runs, its checks, the tools
 it installs, and the CPU accounting behind every "CPU per request" and "other load" figure.
-Shared by bench/run.py and bench/outbox.py."""
+Shared by bench/run.py and bench/designs.py."""
 import contextlib
 import os
 import platform
