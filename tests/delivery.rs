@@ -536,3 +536,41 @@ fn lines_printed_at_once_by_two_instances_are_read_whole() {
         ]
     );
 }
+
+/// A benchmark, not a test (it asserts no speed): the time from each 201 to its `Received
+/// event` line, for POSTs one after another on a quiet stack. Run by hand:
+/// `cargo test --release --test delivery event_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn event_latency() {
+    let stack = Stack::start();
+    let mut latencies = Vec::new();
+    for n in 0..200 {
+        let text = format!("m{n}");
+        assert_eq!(post(stack.app_port, "latency", &text).status, 201);
+        let answered = Instant::now();
+        let deadline = answered + DELIVERY;
+        while !support::received(&stack.app_output_lines())
+            .iter()
+            .any(|r| r.user_id == "latency" && r.message == text)
+        {
+            assert!(Instant::now() < deadline, "no event for {text}\n{}", stack.logs());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(answered.elapsed());
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    report(
+        "event latency",
+        format!(
+            "{} POSTs one after another: from the 201 to the Received event line p50 {:.1} ms, p90 {:.1} ms, \
+             p99 {:.1} ms, max {:.1} ms",
+            latencies.len(),
+            ms(latencies[latencies.len() / 2]),
+            ms(latencies[latencies.len() * 9 / 10]),
+            ms(latencies[latencies.len() * 99 / 100]),
+            ms(latencies[latencies.len() - 1])
+        ),
+    );
+}
