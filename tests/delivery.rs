@@ -31,6 +31,19 @@ fn post(port: u16, user_id: &str, message: &str) -> Reply {
     .unwrap_or_else(|e| panic!("POST {message}: {e}"))
 }
 
+/// Publishes `event` to the topic straight through Dapr, as a POST would.
+fn publish(stack: &Stack, event: &serde_json::Value) {
+    let reply = support::request(
+        stack.dapr_http_port,
+        "POST",
+        "/v1.0/publish/pubsub/message-updated",
+        &[("content-type", "application/json")],
+        &event.to_string(),
+    )
+    .unwrap();
+    assert_eq!(reply.status, 204, "{reply:?}");
+}
+
 /// The user's stored messages; none for a 404.
 fn stored(stack: &Stack, user_id: &str) -> BTreeSet<Message> {
     let reply = stack.get(&format!("/messages/{user_id}"));
@@ -450,15 +463,7 @@ fn events_whose_writes_never_land_are_ignored() {
             "user_id": "ann", "message": "never stored", "id": 2, "created_at": "t",
             "write_id": write_id, "etag": etag, "published_ms": now_ms
         });
-        let reply = support::request(
-            stack.dapr_http_port,
-            "POST",
-            "/v1.0/publish/pubsub/message-updated",
-            &[("content-type", "application/json")],
-            &event.to_string(),
-        )
-        .unwrap();
-        assert_eq!(reply.status, 204, "{reply:?}");
+        publish(&stack, &event);
     }
     stack.wait_for("both phantoms' deliveries", DELIVERY, |s| {
         handled(&s.app_output_lines(), "ann").phantoms == 2
@@ -499,15 +504,7 @@ fn a_second_delivery_of_an_event_is_ignored() {
         "user_id": "ann", "message": "once", "id": 1, "created_at": "t", "write_id": write_id,
         "etag": "1", "published_ms": 1
     });
-    let reply = support::request(
-        stack.dapr_http_port,
-        "POST",
-        "/v1.0/publish/pubsub/message-updated",
-        &[("content-type", "application/json")],
-        &event.to_string(),
-    )
-    .unwrap();
-    assert_eq!(reply.status, 204, "{reply:?}");
+    publish(&stack, &event);
 
     stack.wait_for("the copy's delivery", DELIVERY, |s| {
         handled(&s.app_output_lines(), "ann").duplicates == 1

@@ -182,26 +182,10 @@ fn claim_key(write_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::dapr::DaprClient;
+    use crate::delivery::fixtures::{config, event};
     use crate::transport::scripted::Scripted;
     use serde_json::json;
-
-    fn config() -> Config {
-        Config::from_lookup(|_| None).unwrap()
-    }
-
-    fn event(id: u64, message: &str, write_id: &str) -> MessageEvent {
-        MessageEvent {
-            user_id: "ann".into(),
-            message: message.into(),
-            id,
-            created_at: "t".into(),
-            write_id: write_id.into(),
-            etag: "2".into(),
-            published_ms: now_ms(),
-        }
-    }
 
     fn claim_for(dapr: &std::rc::Rc<Scripted>, event: &MessageEvent) -> Result<Verdict, DeliveryError> {
         let client = DaprClient::new(dapr.clone(), &config());

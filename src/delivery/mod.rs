@@ -116,3 +116,27 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// What the unit tests of publish.rs, subscribe.rs and claims.rs share.
+#[cfg(test)]
+mod fixtures {
+    use super::{now_ms, MessageEvent};
+    use crate::config::Config;
+
+    pub fn config() -> Config {
+        Config::from_lookup(|_| None).unwrap()
+    }
+
+    /// Ann's message `id`, by write `write_id`, conditional on the history's ETag "2", just published.
+    pub fn event(id: u64, message: &str, write_id: &str) -> MessageEvent {
+        MessageEvent {
+            user_id: "ann".into(),
+            message: message.into(),
+            id,
+            created_at: "t".into(),
+            write_id: write_id.into(),
+            etag: "2".into(),
+            published_ms: now_ms(),
+        }
+    }
+}

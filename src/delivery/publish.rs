@@ -218,15 +218,11 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::dapr::DaprClient;
+    use crate::delivery::fixtures::config;
     use crate::transport::scripted::Scripted;
     use crate::transport::SendFailure;
     use serde_json::json;
-
-    fn config() -> Config {
-        Config::from_lookup(|_| None).unwrap()
-    }
 
     fn history_json(texts: &[&str]) -> String {
         let mut history = History::default();

@@ -184,26 +184,10 @@ pub fn parse_cloud_event(body: &[u8]) -> Result<MessageEvent, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::dapr::DaprClient;
+    use crate::delivery::fixtures::{config, event};
     use crate::transport::scripted::Scripted;
     use serde_json::json;
-
-    fn config() -> Config {
-        Config::from_lookup(|_| None).unwrap()
-    }
-
-    fn event(id: u64, message: &str, write_id: &str) -> MessageEvent {
-        MessageEvent {
-            user_id: "ann".into(),
-            message: message.into(),
-            id,
-            created_at: "t".into(),
-            write_id: write_id.into(),
-            etag: "2".into(),
-            published_ms: now_ms(),
-        }
-    }
 
     fn data(id: u64) -> serde_json::Value {
         json!({
