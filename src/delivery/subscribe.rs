@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{now_ms, unstored_key, DeliveryError, MessageEvent, PENDING_GRACE, RECORD_TTL_SECONDS};
 use crate::dapr::{Precondition, SaveOutcome};
 use crate::error::ApiError;
-use crate::messages::{validate_user_id, History, Messages, Stored};
+use crate::messages::{validate_user_id, Messages, Stored};
 use crate::transport::Transport;
 
 /// The pauses between reads of the history while an event's write may still land: its POST
@@ -56,11 +56,8 @@ impl<T: Transport> Messages<'_, T> {
             )
         };
         let mut pauses = PENDING_PAUSES_MS.iter();
-        let (history, etag) = loop {
-            let (history, etag) = match self.history(&event.user_id)? {
-                Some((history, etag)) => (history, etag),
-                None => (History::default(), None),
-            };
+        let history = loop {
+            let (history, etag) = self.history(&event.user_id)?.unwrap_or_default();
             match history.stored_by(event.id, &event.message, &event.write_id) {
                 Stored::Yes => return Ok(None),
                 Stored::Forgotten if self.marked_unstored(&event.write_id)? => return Ok(Some(missing())),
@@ -81,14 +78,14 @@ impl<T: Transport> Messages<'_, T> {
             }
             match pauses.next() {
                 Some(pause) => std::thread::sleep(Duration::from_millis(*pause)),
-                None => break (history, event.etag.clone()),
+                None => break history,
             }
         };
         if self.marked_unstored(&event.write_id)? {
             return Ok(Some(missing()));
         }
         let waited_ms = waited(event).as_millis();
-        if waited(event) < PENDING_GRACE {
+        if waited_ms < PENDING_GRACE.as_millis() {
             return Err(not_yet(
                 event,
                 &format!("its write may still land ({waited_ms} ms after its publish)"),
@@ -98,7 +95,7 @@ impl<T: Transport> Messages<'_, T> {
             &self.config.state_store,
             &event.user_id,
             &history,
-            Precondition::ETag(&etag),
+            Precondition::ETag(&event.etag),
             None,
         )?;
         if fence != SaveOutcome::Saved {
@@ -186,6 +183,7 @@ mod tests {
     use super::*;
     use crate::dapr::DaprClient;
     use crate::delivery::fixtures::{config, event};
+    use crate::messages::History;
     use crate::transport::scripted::Scripted;
     use serde_json::json;
 
