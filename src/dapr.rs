@@ -26,8 +26,8 @@ pub enum SaveOutcome {
     /// created it first.
     Conflict,
     /// The write may or may not have run: the answer was lost (a time limit, a connection
-    /// that broke), or was an error that a store also gives after running it. Only a
-    /// transaction answers this (`save_state_transaction`); the caller reads the key to know.
+    /// that broke), or was an error that a store also gives after running it. Only
+    /// `save_state_transaction` and `create_state` answer this; the caller reads the key to know.
     Unknown(ApiError),
 }
 
@@ -113,18 +113,8 @@ impl<T: Transport> DaprClient<T> {
         precondition: Precondition,
         ttl_seconds: Option<u32>,
     ) -> Result<SaveOutcome, ApiError> {
-        let mut item = json!({
-            "key": key,
-            "value": value,
-            "options": { "concurrency": "first-write", "consistency": "strong" },
-        });
-        if let Precondition::ETag(etag) = precondition {
-            item["etag"] = json!(etag);
-        }
-        if let Some(ttl) = ttl_seconds {
-            item["metadata"] = json!({ "ttlInSeconds": ttl.to_string() });
-        }
         let url = format!("{}/v1.0/state/{}", self.base_url, store);
+        let item = save_item(key, value, precondition, ttl_seconds);
         let response = self.call(Method::POST, &url, Some(json!([item])))?;
         let refused = || -> Result<bool, ApiError> {
             Ok(match precondition {
@@ -145,6 +135,37 @@ impl<T: Transport> DaprClient<T> {
                 &response,
                 &format!("saving key {key:?} in state store {store}"),
             )),
+        }
+    }
+
+    /// `POST /v1.0/state/{store}`: writes `value` under `key` if the key does not exist yet,
+    /// for a caller that settles a doubt by reading the key, as with `save_state_transaction`.
+    /// `Unknown` for a lost answer and for the store's error, since state.redis answers both a
+    /// refusal (the key exists: maybe this very write, landed before Redis went away) and a
+    /// failure (maybe a write still queued in a paused Redis) with ERR_STATE_SAVE.
+    pub fn create_state(
+        &self,
+        store: &str,
+        key: &str,
+        value: &impl Serialize,
+    ) -> Result<SaveOutcome, ApiError> {
+        let url = format!("{}/v1.0/state/{}", self.base_url, store);
+        let item = save_item(key, value, Precondition::Missing, None);
+        let response = match self.send(Method::POST, &url, Some(json!([item])))? {
+            Ok(response) => response,
+            Err(failure) if failure.may_have_arrived() => {
+                return Ok(SaveOutcome::Unknown(self.no_answer(failure)))
+            }
+            Err(failure) => return Err(self.no_answer(failure)),
+        };
+        if response.status().is_success() {
+            return Ok(SaveOutcome::Saved);
+        }
+        let error = dapr_error(&response, &format!("creating key {key:?} in state store {store}"));
+        match error.dapr_error_code.as_deref() {
+            Some("ERR_STATE_SAVE") => Ok(SaveOutcome::Unknown(error)),
+            _ if response.status() == StatusCode::CONFLICT => Ok(SaveOutcome::Unknown(error)),
+            _ => Err(error),
         }
     }
 
@@ -320,6 +341,28 @@ impl<T: Transport> DaprClient<T> {
     }
 }
 
+/// One item of a first-write save (`save_state`, `create_state`): conditional on the ETag, or
+/// on the key not existing yet when it has none.
+fn save_item(
+    key: &str,
+    value: &impl Serialize,
+    precondition: Precondition,
+    ttl_seconds: Option<u32>,
+) -> serde_json::Value {
+    let mut item = json!({
+        "key": key,
+        "value": value,
+        "options": { "concurrency": "first-write", "consistency": "strong" },
+    });
+    if let Precondition::ETag(etag) = precondition {
+        item["etag"] = json!(etag);
+    }
+    if let Some(ttl) = ttl_seconds {
+        item["metadata"] = json!({ "ttlInSeconds": ttl.to_string() });
+    }
+    item
+}
+
 /// Dapr answered with an error: 502, passing on Dapr's `errorCode` and `message`.
 fn dapr_error(response: &Response<Vec<u8>>, doing: &str) -> ApiError {
     let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap_or_default();
@@ -462,6 +505,53 @@ mod tests {
             (err.status, err.dapr_error_code.as_deref()),
             (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE"))
         );
+    }
+
+    #[test]
+    fn a_create_to_settle_is_a_first_write_save_without_etag() {
+        let dapr = Scripted::new().answer(204, &[], "");
+        let outcome = client(dapr.clone(), None).create_state("statestore", "ann", &json!({"a": 1}));
+        assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
+        assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore"]);
+        assert_eq!(
+            dapr.json_sent(0),
+            json!([{"key": "ann", "value": {"a": 1},
+                    "options": {"concurrency": "first-write", "consistency": "strong"}}])
+        );
+    }
+
+    #[test]
+    fn a_create_refused_or_unanswered_is_unknown_unless_it_never_reached_the_sidecar() {
+        let dapr = Scripted::new()
+            .answer(
+                500,
+                &[],
+                r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#,
+            )
+            .answer(409, &[], "")
+            .fail(SendFailure::Broken("the connection closed".into()))
+            .refuse()
+            .answer(
+                400,
+                &[],
+                r#"{"errorCode":"ERR_STATE_STORE_NOT_FOUND","message":"state store nope is not found"}"#,
+            );
+        let client = client(dapr.clone(), None);
+        for expected in [
+            StatusCode::BAD_GATEWAY,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            match client.create_state("statestore", "ann", &json!(1)).unwrap() {
+                SaveOutcome::Unknown(why) => assert_eq!(why.status, expected, "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        for expected in [StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY] {
+            let err = client.create_state("statestore", "ann", &json!(1)).unwrap_err();
+            assert_eq!(err.status, expected, "{err}");
+        }
+        assert_eq!(dapr.calls().len(), 5, "nothing read back: {:?}", dapr.calls());
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! as the marker:
 //!
 //! - a POST (`publish.rs`) reads the user's history with its ETag, publishes the event
-//!   (naming its write id and that ETag), then writes the history under the ETag; a write
-//!   that lands therefore always has its event out. A lost race leaves an event whose write
-//!   never lands: a phantom;
+//!   (naming its write id and that ETag), then writes the history under the ETag, or creates
+//!   it if there was none; a write that lands therefore always has its event out. A lost race
+//!   leaves an event whose write never lands: a phantom;
 //! - the subscriber (`subscribe.rs`) acts on an event only once the history holds its write
-//!   id. While the history still has the event's ETag, the write may yet land: it waits a
-//!   moment, then asks Dapr to deliver again, and past `PENDING_GRACE` moves the ETag on
-//!   itself, so that the write never lands and the event is a phantom for good;
+//!   id. While the history is still as the event's POST read it, the write may yet land: it
+//!   waits a moment, then asks Dapr to deliver again, and past `PENDING_GRACE` writes the
+//!   history itself, so that the write never lands and the event is a phantom for good;
 //! - a claim per write (`claims.rs`) keeps redeliveries and replicas to one action.
 //!
 //! Dapr's outbox is not used: on state.redis it loses events, spins, and publishes phantoms of
@@ -50,14 +50,16 @@ pub struct MessageEvent {
     pub created_at: String,
     /// The write that stores the message (`History::write_ids`).
     pub write_id: String,
-    /// The ETag of the history that write is conditional on.
-    pub etag: String,
+    /// The ETag of the history that write is conditional on; none when the write creates the
+    /// history. Required all the same: an event without it is not one of ours.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub etag: Option<String>,
     /// When the POST published it, in ms since the Unix epoch (its host's clock).
     pub published_ms: u64,
 }
 
 impl MessageEvent {
-    pub fn of(user_id: &str, stored: &StoredMessage, write_id: String, etag: String) -> MessageEvent {
+    pub fn of(user_id: &str, stored: &StoredMessage, write_id: String, etag: Option<String>) -> MessageEvent {
         MessageEvent {
             user_id: user_id.to_string(),
             message: stored.message.clone(),
@@ -135,7 +137,7 @@ mod fixtures {
             id,
             created_at: "t".into(),
             write_id: write_id.into(),
-            etag: "2".into(),
+            etag: Some("2".into()),
             published_ms: now_ms(),
         }
     }

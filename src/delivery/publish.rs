@@ -36,27 +36,24 @@ impl<T: Transport> Messages<'_, T> {
     /// Publishes the message's event, then stores the message, so that a stored message
     /// always has its event out. Optimistic concurrency: read the history with its ETag,
     /// append, publish the event naming the write id and that ETag, then write only if the
-    /// ETag still matches (`save_state_transaction`); after losing a race, mark the write as
+    /// ETag still matches (`save_state_transaction`), or, for a user with no history yet,
+    /// only if there still is none (`create_state`); after losing a race, mark the write as
     /// one that stored nothing, re-read and retry after a short random back-off, at most
     /// `MAX_SAVE_ATTEMPTS` times. The event of a write that never lands is a phantom, which
     /// the subscriber tells by the history (subscribe.rs).
-    ///
-    /// A one-operation transaction without an ETag would overwrite an existing key, so a new
-    /// user's history is first created empty with a plain save, where first-write refuses an
-    /// existing key.
     pub fn store_and_publish(&self, new: &NewMessage) -> Result<StoredMessage, DeliveryError> {
         let created_at = now_rfc3339();
         for attempt in 0..MAX_SAVE_ATTEMPTS {
-            let Some((mut history, etag)) = self.history(&new.user_id)? else {
-                self.create_history(&new.user_id)?;
-                continue;
+            let (mut history, etag) = match self.history(&new.user_id)? {
+                Some((history, Some(etag))) => (history, Some(etag)),
+                Some((_, None)) => {
+                    return Err(DeliveryError::Dapr(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the state store returned no ETag for user {:?}", new.user_id),
+                    )))
+                }
+                None => (History::default(), None),
             };
-            let etag = etag.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the state store returned no ETag for user {:?}", new.user_id),
-                )
-            })?;
             let write_id = random_id();
             let stored = history.append(
                 new.text.clone(),
@@ -71,15 +68,19 @@ impl<T: Transport> Messages<'_, T> {
                 let _ = self.mark_unstored(&new.user_id, &stored, &write_id);
                 return Err(DeliveryError::NotStored(e));
             }
-            let written =
-                self.dapr
-                    .save_state_transaction(&self.config.state_store, &new.user_id, &history, &etag);
+            let store = &self.config.state_store;
+            let written = match etag.as_deref() {
+                Some(etag) => self
+                    .dapr
+                    .save_state_transaction(store, &new.user_id, &history, etag),
+                None => self.dapr.create_state(store, &new.user_id, &history),
+            };
             let settled = match written {
                 Ok(SaveOutcome::Saved) => return Ok(stored),
                 Ok(SaveOutcome::Conflict) => Settled::Lost,
                 Ok(SaveOutcome::Unknown(why)) => {
                     let failed = !may_have_run_anyway(&why);
-                    self.settle(&new.user_id, &stored, &write_id, &etag, failed)
+                    self.settle(&new.user_id, &stored, &write_id, etag.as_deref(), failed)
                         .map_err(|e| DeliveryError::MaybeStored {
                             first: why,
                             settling: e.message,
@@ -110,12 +111,13 @@ impl<T: Transport> Messages<'_, T> {
         })
     }
 
-    /// Decides what became of write `write_id`, sent with `etag`, whose answer did not say.
-    /// Read the history: the write is there, or another write is (ETags only grow, so the
-    /// write's ETag can never match again). If the ETag has not moved, the write has not run
-    /// yet, but may still (queued in the sidecar or the store): write the history back
-    /// unchanged under that ETag, which moves it on, so that the write can never run; if that
-    /// write loses, something else landed: read again.
+    /// Decides what became of write `write_id`, conditional on `etag` (on there being no
+    /// history when `None`), whose answer did not say. Read the history: the write is there,
+    /// or another write is (ETags only grow, and the service never deletes a history, so the
+    /// write's condition can never hold again). If the history is as the write found it, the write
+    /// has not run yet, but may still (queued in the sidecar or the store): write that
+    /// history back under the same condition, which moves the ETag on, so that the write can
+    /// never run; if that write loses, something else landed: read again.
     /// `failed`: the write answered an error of its own (not a time-out), so it did not run,
     /// and a message id the history limit has dropped since was another write's.
     fn settle(
@@ -123,7 +125,7 @@ impl<T: Transport> Messages<'_, T> {
         user_id: &str,
         stored: &StoredMessage,
         write_id: &str,
-        etag: &str,
+        etag: Option<&str>,
         failed: bool,
     ) -> Result<Settled, ApiError> {
         let mut failure = unsettled(user_id, "other writes kept landing");
@@ -131,9 +133,9 @@ impl<T: Transport> Messages<'_, T> {
             if round > 0 {
                 std::thread::sleep(SETTLE_PAUSE);
             }
-            let (history, now) = match self.history(user_id) {
-                Ok(Some(read)) => read,
-                Ok(None) => return Err(unsettled(user_id, "its history is gone")),
+            let (history, unchanged) = match self.history(user_id) {
+                Ok(Some((history, now))) => (history, etag.is_some() && now.as_deref() == etag),
+                Ok(None) => (History::default(), etag.is_none()),
                 Err(e) => {
                     failure = e;
                     continue;
@@ -148,35 +150,20 @@ impl<T: Transport> Messages<'_, T> {
                         "the history limit dropped its message id since",
                     ))
                 }
-                Stored::No if now.as_deref() != Some(etag) => return Ok(Settled::Lost),
+                Stored::No if !unchanged => return Ok(Settled::Lost),
                 Stored::No => {}
             }
-            match self.dapr.save_state(
-                &self.config.state_store,
-                user_id,
-                &history,
-                Precondition::ETag(etag),
-                None,
-            ) {
+            let condition = etag.map_or(Precondition::Missing, Precondition::ETag);
+            match self
+                .dapr
+                .save_state(&self.config.state_store, user_id, &history, condition, None)
+            {
                 Ok(SaveOutcome::Saved) => return Ok(Settled::FencedOff),
                 Ok(_) => {}
                 Err(e) => failure = e,
             }
         }
         Err(failure)
-    }
-
-    /// Creates an empty history, unless one exists (then another writer just created it).
-    fn create_history(&self, user_id: &str) -> Result<(), ApiError> {
-        self.dapr
-            .save_state(
-                &self.config.state_store,
-                user_id,
-                &History::default(),
-                Precondition::Missing,
-                None,
-            )
-            .map(|_| ())
     }
 
     /// Marks write `write_id` as one that stored nothing, for the subscriber (`unstored_key`).
@@ -311,63 +298,107 @@ mod tests {
         assert_eq!(dapr.json_sent(4)[0]["value"], json!({"user_id": "ann", "id": 2}));
     }
 
+    const CREATE: &str = "POST http://localhost:3500/v1.0/state/statestore";
+
     #[test]
-    fn a_new_user_gets_an_empty_history_first_outside_the_transaction() {
+    fn a_new_users_first_message_creates_the_history_after_the_event() {
         let dapr = Scripted::new()
             .answer(204, &[], "")
             .answer(204, &[], "")
-            .answer(200, &[("etag", "1")], &history_json(&[]))
-            .answer(204, &[], "")
             .answer(204, &[], "");
-        assert_eq!(store(&dapr, "first").unwrap().id, 1);
+        let stored = store(&dapr, "first").unwrap();
+        assert_eq!(stored.id, 1);
+        assert_eq!(dapr.calls()[1..], [PUBLISH, CREATE]);
+        let event = dapr.json_sent(1);
         assert_eq!(
-            dapr.calls()[1],
-            "POST http://localhost:3500/v1.0/state/statestore"
+            event["etag"],
+            json!(null),
+            "a create is conditional on no history"
         );
-        let created = &dapr.json_sent(1)[0];
-        assert_eq!(
-            created["value"],
-            json!({"next_id": 0, "messages": [], "write_ids": {}})
-        );
+        let created = &dapr.json_sent(2)[0];
         assert!(created.get("etag").is_none());
-        assert_eq!(dapr.json_sent(3)["etag"], "1");
-        assert_eq!(dapr.json_sent(4)["operations"][0]["request"]["etag"], "1");
+        assert_eq!(created["options"]["concurrency"], "first-write");
+        assert_eq!(created["value"]["messages"][0]["message"], "first");
+        assert_eq!(created["value"]["write_ids"]["1"], event["write_id"]);
     }
 
     #[test]
-    fn a_history_created_meanwhile_by_another_writer_is_used() {
+    fn a_create_that_loses_to_another_writer_is_marked_and_retried_on_their_history() {
+        let refused = r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#;
         let dapr = Scripted::new()
             .answer(204, &[], "")
-            .answer(
-                500,
-                &[],
-                r#"{"errorCode":"ERR_STATE_SAVE","message":"failed to set key"}"#,
-            )
-            .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
-            .answer(200, &[("etag", "2")], &history_json(&["theirs"]))
+            .answer(204, &[], "")
+            .answer(500, &[], refused)
+            .answer(200, &[("etag", "1")], &history_json(&["theirs"]))
+            .answer(204, &[], "")
+            .answer(200, &[("etag", "1")], &history_json(&["theirs"]))
             .answer(204, &[], "")
             .answer(204, &[], "");
         assert_eq!(store(&dapr, "mine").unwrap().id, 2);
+        let lost = dapr.json_sent(1);
+        assert_eq!(
+            dapr.json_sent(4)[0]["key"],
+            format!("unstored/{}", lost["write_id"].as_str().unwrap())
+        );
+        assert_eq!(dapr.calls()[6..], [PUBLISH, TRANSACTION]);
+        assert_eq!(dapr.json_sent(7)["operations"][0]["request"]["etag"], "1");
     }
 
     #[test]
-    fn a_failed_create_of_a_still_missing_history_is_an_error_before_any_event() {
+    fn a_create_whose_answer_was_lost_but_landed_is_stored_once() {
         let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(204, &[], "")
+            .fail(SendFailure::Broken("the connection closed".into()))
+            .answer_last_saved("1");
+        assert_eq!(store(&dapr, "first").unwrap().id, 1);
+        assert_eq!(dapr.calls().len(), 4, "one read settles it: {:?}", dapr.calls());
+    }
+
+    #[test]
+    fn a_failed_create_of_a_still_missing_history_is_fenced_off_by_creating_it_empty() {
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
             .answer(204, &[], "")
             .answer(
                 500,
                 &[],
-                r#"{"errorCode":"ERR_STATE_SAVE","message":"disk full"}"#,
+                r#"{"errorCode":"ERR_STATE_SAVE","message":"i/o timeout"}"#,
             )
+            .answer(204, &[], "")
+            .answer(204, &[], "")
             .answer(204, &[], "");
-        let Err(DeliveryError::Dapr(err)) = store(&dapr, "mine") else {
-            panic!()
-        };
+        let err = not_stored(store(&dapr, "first"));
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        let fence = &dapr.json_sent(4)[0];
+        assert_eq!((fence["key"].clone(), fence.get("etag")), (json!("ann"), None));
         assert_eq!(
-            (err.status, err.dapr_error_code.as_deref()),
-            (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE"))
+            fence["value"],
+            json!({"next_id": 0, "messages": [], "write_ids": {}}),
+            "an empty history, so that the create can never run later"
         );
-        assert!(!dapr.calls().iter().any(|c| c == PUBLISH));
+        assert!(dapr.json_sent(5)[0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("unstored/"));
+        assert_eq!(dapr.calls().len(), 6, "no retry: {:?}", dapr.calls());
+    }
+
+    #[test]
+    fn a_create_that_never_reached_the_sidecar_stored_nothing() {
+        let dapr = Scripted::new()
+            .answer(204, &[], "")
+            .answer(204, &[], "")
+            .refuse()
+            .refuse();
+        let err = not_stored(store(&dapr, "first"));
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            dapr.calls().len(),
+            4,
+            "the create, then the mark: {:?}",
+            dapr.calls()
+        );
     }
 
     #[test]

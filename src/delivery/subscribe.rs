@@ -41,13 +41,14 @@ impl<T: Transport> Messages<'_, T> {
     }
 
     /// Why the event is a phantom, if it is. Its write is in the history: not one. The
-    /// history has moved past the ETag the write was conditional on without it, or the
-    /// write was marked as one that stored nothing: one. The history has forgotten which
+    /// history has moved past the ETag the write was conditional on (or exists, for a write
+    /// that was to create it) without it, or the write was marked as one that stored
+    /// nothing: one. The history has forgotten which
     /// write stored that message id (`MIN_WRITE_IDS` later messages) and the write is not
     /// marked: not one, once its POST has had `PENDING_GRACE` to mark it. Otherwise
     /// the write may still land: read again for a moment (`PENDING_PAUSES_MS`), then, within
     /// `PENDING_GRACE` of its publish, `NotYet`; past it, fence the write off by writing the
-    /// history back unchanged under its ETag, which moves the ETag on.
+    /// history back unchanged under its ETag (or creating it empty), which moves the ETag on.
     fn phantom(&self, event: &MessageEvent) -> Result<Option<String>, DeliveryError> {
         let missing = || {
             format!(
@@ -68,7 +69,7 @@ impl<T: Transport> Messages<'_, T> {
                     ))
                 }
                 Stored::Forgotten => return Ok(None),
-                Stored::No if etag.as_deref() != Some(event.etag.as_str()) => {
+                Stored::No if etag != event.etag => {
                     if !self.marked_unstored(&event.write_id)? {
                         self.mark_phantom(event)?;
                     }
@@ -95,7 +96,10 @@ impl<T: Transport> Messages<'_, T> {
             &self.config.state_store,
             &event.user_id,
             &history,
-            Precondition::ETag(&event.etag),
+            event
+                .etag
+                .as_deref()
+                .map_or(Precondition::Missing, Precondition::ETag),
             None,
         )?;
         if fence != SaveOutcome::Saved {
@@ -387,6 +391,52 @@ mod tests {
         }
         raced.answer(204, &[], "").answer(409, &[], "");
         assert!(matches!(verdict(&raced, &stale), Err(DeliveryError::NotYet(_))));
+    }
+
+    #[test]
+    fn the_event_of_a_create_waits_while_there_is_no_history_and_is_a_phantom_beside_another() {
+        let create = |published_ms| MessageEvent {
+            etag: None,
+            published_ms,
+            ..event(1, "first", "w-first")
+        };
+        let no_history = || {
+            let dapr = Scripted::new();
+            for _ in 0..=PENDING_PAUSES_MS.len() {
+                dapr.answer(204, &[], "");
+            }
+            dapr.answer(204, &[], "")
+        };
+        assert!(matches!(
+            verdict(&no_history(), &create(now_ms())),
+            Err(DeliveryError::NotYet(_))
+        ));
+
+        let fenced = no_history().answer(204, &[], "").answer(204, &[], "");
+        let stale = create(now_ms() - PENDING_GRACE.as_millis() as u64 - 1);
+        assert!(
+            matches!(verdict(&fenced, &stale).unwrap(), Verdict::Phantom(why) if why.contains("fenced off"))
+        );
+        let fence = &fenced.json_sent(PENDING_PAUSES_MS.len() + 2)[0];
+        assert_eq!(
+            (
+                fence["key"].clone(),
+                fence.get("etag"),
+                fence["value"]["next_id"].clone()
+            ),
+            (json!("ann"), None, json!(0)),
+            "an empty history created, so that the create can never run"
+        );
+
+        let created_by_another = Scripted::new()
+            .answer(200, &[("etag", "1")], &ann_history())
+            .answer(204, &[], "")
+            .answer(204, &[], "");
+        let got = verdict(&created_by_another, &create(now_ms())).unwrap();
+        assert!(
+            matches!(&got, Verdict::Phantom(why) if why.contains("moved on")),
+            "{got:?}"
+        );
     }
 
     /// Ann's history with messages 1 and 2 forgotten, write ids included, and 3 kept.
