@@ -1,7 +1,8 @@
-//! Delivery under faults, on the real stack (tests/support): a few clients keep POSTing while
-//! the Redis of the state store and pub/sub is paused past the sidecar's time limits, killed
-//! and started again from its append-only file, and daprd and the wasm host are each killed
-//! and started again. Then every count of issue 19 must be 0:
+//! Delivery under faults, on the real stack (tests/support): a few clients keep POSTing (to a
+//! few users, and now and then to a new one, whose POST creates its history) while the Redis
+//! of the state store and pub/sub is paused past the sidecar's time limits, killed and started
+//! again from its append-only file, and daprd and the wasm host are each killed and started
+//! again. Then every count of issue 19 must be 0:
 //! - a 201 whose message is not stored exactly once;
 //! - a message stored twice;
 //! - a stored message not acted on exactly once (`Received event` lines, read by the rule
@@ -18,7 +19,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -28,6 +29,8 @@ use support::{Options, Stack};
 
 const CLIENTS: usize = 4;
 const USERS: usize = 6;
+/// One POST in this many goes to a user of its own, whose history it creates.
+const NEW_USER_EVERY: u64 = 10;
 /// How long the load runs by default: the four faults fit in it with gaps between.
 const DEFAULT_SECONDS: u64 = 45;
 /// Longer than the sidecar's first-byte limit (5 s, src/config.rs), so calls in flight time out.
@@ -97,11 +100,11 @@ fn inject(stack: &mut Stack, fault: Fault) {
     }
 }
 
-/// Every user's stored messages as (user, id, text), read through the service.
-fn stored(stack: &Stack) -> Vec<(String, u64, String)> {
-    (0..USERS)
-        .flat_map(|u| {
-            let user = format!("chaos{u}");
+/// The stored messages of `users` as (user, id, text), read through the service.
+fn stored(stack: &Stack, users: &BTreeSet<String>) -> Vec<(String, u64, String)> {
+    users
+        .iter()
+        .flat_map(|user| {
             // The stack may still be catching up after the last fault: ask again for a while.
             let deadline = Instant::now() + Duration::from_secs(60);
             let reply = loop {
@@ -119,7 +122,7 @@ fn stored(stack: &Stack) -> Vec<(String, u64, String)> {
             };
             messages.into_iter().map(move |m| {
                 (
-                    user.clone(),
+                    user.to_string(),
                     m["id"].as_u64().unwrap(),
                     m["message"].as_str().unwrap().to_string(),
                 )
@@ -165,7 +168,10 @@ fn delivery_under_faults() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    let user = format!("chaos{}", rng.below(USERS as u64));
+                    let user = match rng.below(NEW_USER_EVERY) {
+                        0 => format!("chaos-new-{client}-{n}"),
+                        _ => format!("chaos{}", rng.below(USERS as u64)),
+                    };
                     let text = format!("c{client}-{n}");
                     let reply = support::request(
                         port,
@@ -218,13 +224,14 @@ fn delivery_under_faults() {
     });
     let posted = posted.into_inner().unwrap();
     let load_took = started.elapsed();
+    let users: BTreeSet<String> = posted.iter().map(|p| p.user.clone()).collect();
 
     // Every stored message acted on, or DELIVERY passed; then Dapr's retry window, so that
     // a second delivery would show as well.
     stack.wait_until_ready();
     let deadline = Instant::now() + DELIVERY;
     let (stored, acted) = loop {
-        let now = stored(&stack);
+        let now = stored(&stack, &users);
         let acted = support::acted_on(&support::received(&stack.app_output_lines()));
         let missing = now
             .iter()
@@ -233,7 +240,7 @@ fn delivery_under_faults() {
         if missing == 0 || Instant::now() > deadline {
             std::thread::sleep(support::RETRY_WINDOW);
             break (
-                stored(&stack),
+                stored(&stack, &users),
                 support::acted_on(&support::received(&stack.app_output_lines())),
             );
         }
@@ -277,8 +284,8 @@ fn delivery_under_faults() {
     let daprd_at_rest = stack.daprd_cpu_share(Duration::from_secs(10));
 
     log(format!(
-        "seed {seed}: {} POSTs in {:.0} s by {CLIENTS} clients over {USERS} users, answers {statuses:?}; faults {faults:?}",
-        posted.len(), load_took.as_secs_f64()
+        "seed {seed}: {} POSTs in {:.0} s by {CLIENTS} clients over {} users, answers {statuses:?}; faults {faults:?}",
+        posted.len(), load_took.as_secs_f64(), users.len()
     ));
     log(format!(
         "seed {seed}: {} stored, {} acted on; counts: 201 not stored once {created_not_once}, stored twice {stored_twice}, \
