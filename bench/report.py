@@ -158,10 +158,10 @@ def report(data, args):
                     "cannot reach), so no `spin up` rows; the harness adds them when `spin` is on PATH."),
             "- Production build: the README's push build, `" + " ".join(f"{k}={v}" for k, v in PRODUCTION.items()) +
             f" {' '.join(BUILD)}`.",
-            "- What a POST does: the service reads the user's history with its ETag; a new user's (every POST here, "
-            "bench/wrk/scenario.lua) is first created empty and read back; then it publishes the message's event and "
-            "writes the history under that ETag in a one-operation state transaction: five sidecar calls, each on a "
-            "new connection. The reference saves the latest "
+            "- What a POST does: the service reads the user's history with its ETag (a new user, as every POST here "
+            "is (bench/wrk/scenario.lua), has none); then it publishes the message's event and creates the history "
+            "holding the message with a first-write save (a user with a history: writes it under that ETag in a "
+            "one-operation state transaction): three sidecar calls, each on a new connection. The reference saves the latest "
             "message and publishes (two calls, no concurrency control), as the course did. GET /messages is one "
             "state read in all.",
             "- The course code opens a new httpx client per request, which builds an SSL context each time; "
