@@ -444,25 +444,29 @@ mod tests {
 
     #[test]
     fn create_sends_first_write_without_etag() {
-        let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).save_state(
-            "statestore",
-            "ann",
-            &json!({"a": 1}),
-            Precondition::Missing,
-            None,
-        );
-        assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
-        assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore"]);
-        assert_eq!(
-            dapr.json_sent(0),
-            json!([{"key": "ann", "value": {"a": 1},
-                    "options": {"concurrency": "first-write", "consistency": "strong"}}])
-        );
-        assert_eq!(
-            dapr.sent.borrow()[0].headers()["content-type"],
-            "application/json"
-        );
+        let dapr = Scripted::new().answer(204, &[], "").answer(204, &[], "");
+        let client = client(dapr.clone(), None);
+        let value = json!({"a": 1});
+        let outcomes = [
+            client.save_state("statestore", "ann", &value, Precondition::Missing, None),
+            client.create_state("statestore", "ann", &value),
+        ];
+        for (n, outcome) in outcomes.into_iter().enumerate() {
+            assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
+            assert_eq!(
+                dapr.calls()[n],
+                "POST http://localhost:3500/v1.0/state/statestore"
+            );
+            assert_eq!(
+                dapr.json_sent(n),
+                json!([{"key": "ann", "value": {"a": 1},
+                        "options": {"concurrency": "first-write", "consistency": "strong"}}])
+            );
+            assert_eq!(
+                dapr.sent.borrow()[n].headers()["content-type"],
+                "application/json"
+            );
+        }
     }
 
     #[test]
@@ -504,19 +508,6 @@ mod tests {
         assert_eq!(
             (err.status, err.dapr_error_code.as_deref()),
             (StatusCode::BAD_GATEWAY, Some("ERR_STATE_SAVE"))
-        );
-    }
-
-    #[test]
-    fn a_create_to_settle_is_a_first_write_save_without_etag() {
-        let dapr = Scripted::new().answer(204, &[], "");
-        let outcome = client(dapr.clone(), None).create_state("statestore", "ann", &json!({"a": 1}));
-        assert_eq!(outcome.unwrap(), SaveOutcome::Saved);
-        assert_eq!(dapr.calls(), ["POST http://localhost:3500/v1.0/state/statestore"]);
-        assert_eq!(
-            dapr.json_sent(0),
-            json!([{"key": "ann", "value": {"a": 1},
-                    "options": {"concurrency": "first-write", "consistency": "strong"}}])
         );
     }
 
