@@ -67,6 +67,15 @@ enum Fault {
     RestartHost,
 }
 
+/// Sets the flag when dropped, also by a panic.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// One POST and what it answered: `None` when no answer came (the host died under it).
 struct Posted {
     user: String,
@@ -160,6 +169,9 @@ fn delivery_under_faults() {
     // The faults, in a seeded order, repeated to fill the load's time, with seeded gaps.
     let mut faults = Vec::new();
     std::thread::scope(|scope| {
+        // A fault that fails (a daprd that does not come back) panics here, and the scope then
+        // waits for the clients: stop them however this body ends.
+        let _stop_clients = StopOnDrop(&stop);
         for client in 0..CLIENTS {
             let (stop, posted) = (&stop, &posted);
             let mut rng = Rng(seed.wrapping_add(client as u64 + 1) | 1);
@@ -220,7 +232,6 @@ fn delivery_under_faults() {
             }
         }
         std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::SeqCst);
     });
     let posted = posted.into_inner().unwrap();
     let load_took = started.elapsed();
