@@ -40,6 +40,13 @@ pub enum Precondition<'a> {
     ETag(&'a str),
 }
 
+impl<'a> Precondition<'a> {
+    /// The precondition of a write after a read that found the key with `etag`, or no key.
+    pub fn as_read(etag: Option<&'a str>) -> Self {
+        etag.map_or(Precondition::Missing, Precondition::ETag)
+    }
+}
+
 pub struct DaprClient<T> {
     transport: T,
     base_url: String,
@@ -162,10 +169,12 @@ impl<T: Transport> DaprClient<T> {
             return Ok(SaveOutcome::Saved);
         }
         let error = dapr_error(&response, &format!("creating key {key:?} in state store {store}"));
-        match error.dapr_error_code.as_deref() {
-            Some("ERR_STATE_SAVE") => Ok(SaveOutcome::Unknown(error)),
-            _ if response.status() == StatusCode::CONFLICT => Ok(SaveOutcome::Unknown(error)),
-            _ => Err(error),
+        if error.dapr_error_code.as_deref() == Some("ERR_STATE_SAVE")
+            || response.status() == StatusCode::CONFLICT
+        {
+            Ok(SaveOutcome::Unknown(error))
+        } else {
+            Err(error)
         }
     }
 

@@ -153,7 +153,7 @@ impl<T: Transport> Messages<'_, T> {
                 Stored::No if !unchanged => return Ok(Settled::Lost),
                 Stored::No => {}
             }
-            let condition = etag.map_or(Precondition::Missing, Precondition::ETag);
+            let condition = Precondition::as_read(etag);
             match self
                 .dapr
                 .save_state(&self.config.state_store, user_id, &history, condition, None)

@@ -96,10 +96,7 @@ impl<T: Transport> Messages<'_, T> {
             &self.config.state_store,
             &event.user_id,
             &history,
-            event
-                .etag
-                .as_deref()
-                .map_or(Precondition::Missing, Precondition::ETag),
+            Precondition::as_read(event.etag.as_deref()),
             None,
         )?;
         if fence != SaveOutcome::Saved {
